@@ -1,0 +1,183 @@
+//! The information bottleneck shared by every method.
+//!
+//! A hidden state `h [T, D]` (tokens or positions × channels) is replaced by
+//! `z = λ·h + (1 − λ)·ε` with `λ = sigmoid(α)` learned per element and `ε ~ N(0, 1)`. The
+//! optimisation minimises `β·mean(C) − fit(z)`, where `C` is the capacity (KL to the prior, in
+//! nats, see [`capacity`]) and `fit` is supplied by the method through an [`Objective`] (M2IB:
+//! cosine to the other modality's embedding). `α` starts at `alpha_init` and follows Adam;
+//! the noise samples of one step run as one batch (split into passes of at most
+//! `samples_per_pass` to bound memory). The heatmap is the capacity of the last step's forward
+//! pass — the reference implementations' convention — so that last step runs forward only.
+
+pub mod adam;
+pub mod capacity;
+pub mod noise;
+
+pub use noise::{NoiseBank, NoiseSource, SeededNoise};
+
+use crate::control::StepCounter;
+use crate::error::{Error, Result};
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+
+/// What the bottleneck fits: a differentiable function of the bottlenecked hidden state.
+pub trait Objective {
+    /// For `z [n, T, D]`, the fitting term of each sample and, if `grad`, `∂(Σ fit)/∂z`.
+    fn evaluate(&self, z: &Tensor, grad: bool) -> Result<(Vec<f32>, Option<Tensor>)>;
+}
+
+/// Optimisation settings shared by every bottleneck method.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BottleneckSettings {
+    /// Weight of the compression term: larger β keeps fewer features (sparser maps).
+    pub beta: f64,
+    /// Optimisation steps; the map comes from the last step's forward pass.
+    pub steps: usize,
+    /// Adam learning rate on α (at lr 1 each step moves α by about ±1).
+    pub lr: f64,
+    /// Noise samples per step (the batch).
+    pub samples: usize,
+    /// Largest number of samples run in one pass (bounds memory); 0 = all at once.
+    pub samples_per_pass: usize,
+    /// Initial α (λ = sigmoid(α) ≈ 0.993 for 5: almost everything passes at first).
+    pub alpha_init: f64,
+}
+
+impl BottleneckSettings {
+    /// Checks ranges, with messages that say what is allowed.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.beta.is_finite() && self.beta >= 0.0) {
+            return Err(Error::invalid(format!("beta must be a finite number >= 0, got {}", self.beta)));
+        }
+        if self.steps == 0 || self.steps > 100_000 {
+            return Err(Error::invalid(format!("steps must be in 1..=100000, got {}", self.steps)));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(Error::invalid(format!("lr must be a finite number > 0, got {}", self.lr)));
+        }
+        if self.samples == 0 || self.samples > 100_000 {
+            return Err(Error::invalid(format!("samples must be in 1..=100000, got {}", self.samples)));
+        }
+        if !self.alpha_init.is_finite() || self.alpha_init.abs() > 30.0 {
+            return Err(Error::invalid(format!("alpha_init must be in [-30, 30], got {}", self.alpha_init)));
+        }
+        Ok(())
+    }
+}
+
+/// The three loss terms at one step (before that step's update).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepTrace {
+    pub compression: f32,
+    pub fitting: f32,
+    pub loss: f32,
+}
+
+/// Result of one bottleneck optimisation.
+pub struct Outcome {
+    /// Capacity `[T, D]` in nats of the last forward pass.
+    pub capacity: Tensor,
+    /// Loss terms per step.
+    pub trace: Vec<StepTrace>,
+}
+
+fn scalar(t: &Tensor) -> Result<f32> {
+    Ok(t.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?)
+}
+
+/// Runs the bottleneck on `h [T, D]` (the frozen prefix's output for one input).
+pub(crate) fn optimise(
+    h: &Tensor,
+    settings: &BottleneckSettings,
+    objective: &dyn Objective,
+    noise: &mut dyn NoiseSource,
+    progress: &mut StepCounter<'_, '_>,
+) -> Result<Outcome> {
+    settings.validate()?;
+    let (t, d) = h.dims2()?;
+    let dev = h.device();
+    let n = settings.samples;
+    let per_pass = if settings.samples_per_pass == 0 { n } else { settings.samples_per_pass.min(n) };
+    let mut alpha = Tensor::full(settings.alpha_init as f32, (t, d), dev)?.to_dtype(h.dtype())?;
+    let mut adam = adam::Adam::new(&alpha, settings.lr)?;
+    let mut trace = Vec::with_capacity(settings.steps);
+    for step in 0..settings.steps {
+        progress.control.check()?;
+        let last = step + 1 == settings.steps;
+        let mut eps_for = |first: usize, count: usize| noise.sample(step, first, count, (t, d), dev);
+        let (terms, g_alpha) = evaluate(h, &alpha, settings.beta, n, per_pass, &mut eps_for, objective, !last)?;
+        if !(terms.compression.is_finite() && terms.fitting.is_finite()) {
+            return Err(Error::Numerical(format!(
+                "bottleneck step {step}: compression {}, fitting {} (is the input finite?)",
+                terms.compression, terms.fitting
+            )));
+        }
+        trace.push(terms);
+        progress.step()?;
+        match g_alpha {
+            Some(g) => alpha = adam.step(&alpha, &g)?,
+            None => {
+                let lambda = candle_nn::ops::sigmoid(&alpha)?;
+                return Ok(Outcome { capacity: capacity::capacity(h, &lambda)?, trace });
+            }
+        }
+    }
+    unreachable!("steps >= 1 is validated")
+}
+
+/// The loss terms at `alpha` and, if `grad`, `∂loss/∂α`, with the noise of samples
+/// `first..first+count` supplied by `eps_for` (passes of at most `per_pass` samples).
+#[allow(clippy::too_many_arguments)]
+fn evaluate(
+    h: &Tensor,
+    alpha: &Tensor,
+    beta: f64,
+    n: usize,
+    per_pass: usize,
+    eps_for: &mut dyn FnMut(usize, usize) -> Result<Tensor>,
+    objective: &dyn Objective,
+    grad: bool,
+) -> Result<(StepTrace, Option<Tensor>)> {
+    let numel = h.elem_count() as f64;
+    let hb = h.unsqueeze(0)?;
+    let lambda = candle_nn::ops::sigmoid(alpha)?;
+    let cap = capacity::capacity(h, &lambda)?;
+    let compression = scalar(&cap.mean_all()?)?;
+    let one_minus = lambda.affine(-1.0, 1.0)?;
+    let mut fit_sum = 0f64;
+    let mut grad_lambda: Option<Tensor> = None;
+    let mut first = 0;
+    while first < n {
+        let count = per_pass.min(n - first);
+        let eps = eps_for(first, count)?.to_dtype(h.dtype())?;
+        let z = hb.broadcast_mul(&lambda)?.broadcast_add(&eps.broadcast_mul(&one_minus)?)?;
+        let (fits, dz) = objective.evaluate(&z, grad)?;
+        fit_sum += fits.iter().map(|&f| f as f64).sum::<f64>();
+        if let Some(dz) = dz {
+            // ∂z/∂λ = h − ε
+            let g = (dz * hb.broadcast_sub(&eps)?)?.sum(0)?;
+            grad_lambda = Some(match grad_lambda {
+                Some(acc) => (acc + g)?,
+                None => g,
+            });
+        }
+        first += count;
+    }
+    let fitting = (fit_sum / n as f64) as f32;
+    let loss = (beta * compression as f64 - fitting as f64) as f32;
+    let terms = StepTrace { compression, fitting, loss };
+    let Some(g_fit) = grad_lambda else { return Ok((terms, None)) };
+    // loss = β·mean(C) − mean_i fit_i
+    let g_lambda = ((capacity::capacity_grad(h, &lambda)? * (beta / numel))? - (g_fit / n as f64)?)?;
+    let g_alpha = (g_lambda * (&lambda * &one_minus)?)?;
+    Ok((terms, Some(g_alpha)))
+}
+
+/// The loss terms and `∂loss/∂α` at `alpha` for fixed noise `eps [n, T, D]` (one pass): what
+/// each optimisation step computes, exposed for gradient checks.
+pub fn loss_and_grad(h: &Tensor, alpha: &Tensor, eps: &Tensor, beta: f64, objective: &dyn Objective) -> Result<(StepTrace, Tensor)> {
+    let n = eps.dim(0)?;
+    let mut eps_for = |first: usize, count: usize| Ok(eps.narrow(0, first, count)?);
+    let (terms, g) = evaluate(h, alpha, beta, n, n, &mut eps_for, objective, true)?;
+    Ok((terms, g.expect("gradient requested")))
+}

@@ -1,0 +1,335 @@
+//! M2IB — multi-modal information bottleneck attribution for CLIP (Wang et al., NeurIPS 2023).
+//!
+//! For an image–caption pair, two independent bottleneck optimisations run: one on the output
+//! of a vision-tower layer, fitted to the cosine between the bottlenecked image embedding and
+//! the caption's (unperturbed) text embedding; one on a text-tower layer, fitted to the cosine
+//! with the image embedding. The capacity (nats) that survives is the attribution: per image
+//! patch (drop CLS, reshape to the patch grid, upsample bilinearly to the input size, min-max)
+//! and per caption token (start/end tokens included, min-max).
+//!
+//! Defaults reproduce the official implementation (`YingWANGG/M2IB`): β = 0.1, 10 steps, Adam
+//! lr 1, 10 noise samples, α initialised to 5, layer 9 of ViT-B/32's 12 layers. For a tower of
+//! another depth `n`, the default layer keeps the paper's relative depth: `round(10·n/12) − 1`
+//! (12 → 9, 24 → 19, 6 → 4, 4 → 2). A model directory may recommend its own setting in
+//! `ibex.json` (the bundled demo model: layer 1, β = 1, chosen on its benchmark).
+
+use crate::bottleneck::{self, BottleneckSettings, NoiseBank, NoiseSource, Objective, SeededNoise, StepTrace};
+use crate::control::{RunControl, StepCounter};
+use crate::error::{Error, Result};
+use crate::imaging::heatmap::Heatmap;
+use crate::imaging::image::RgbImage;
+use crate::models::clip::{ClipBundle, ClipModel, Modality, Tokens, Tower};
+use candle_core::{Tensor, D};
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+/// M2IB hyper-parameters. Unset layers follow the depth rule in the module docs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct M2ibConfig {
+    /// Bottleneck on the output of this vision layer (0-based). Earlier layers give coarser,
+    /// more object-like maps; later layers more token-specific ones.
+    pub vision_layer: Option<usize>,
+    /// Bottleneck on the output of this text layer (0-based).
+    pub text_layer: Option<usize>,
+    /// Compression weight: larger β keeps less information (sparser maps).
+    pub beta: f64,
+    /// Optimisation steps.
+    pub steps: usize,
+    /// Adam learning rate on α.
+    pub lr: f64,
+    /// Noise samples per step.
+    pub samples: usize,
+    /// At most this many samples per forward/backward pass (0 = all): caps memory.
+    pub samples_per_pass: usize,
+    /// Initial α.
+    pub alpha_init: f64,
+    /// Seed of the noise: same seed, same maps.
+    pub seed: u64,
+}
+
+impl Default for M2ibConfig {
+    fn default() -> Self {
+        M2ibConfig {
+            vision_layer: None,
+            text_layer: None,
+            beta: 0.1,
+            steps: 10,
+            lr: 1.0,
+            samples: 10,
+            samples_per_pass: 0,
+            alpha_init: 5.0,
+            seed: 0,
+        }
+    }
+}
+
+/// The default bottleneck layer for a tower of `depth` layers (paper: 9 of 12).
+pub fn default_layer(depth: usize) -> usize {
+    (((10 * depth) as f64 / 12.0).round() as usize).clamp(1, depth) - 1
+}
+
+impl M2ibConfig {
+    /// Applies settings from JSON (an object with any of this struct's keys; `layer` sets both
+    /// towers) on top of `self`. Unknown keys and wrong types are errors naming the key.
+    pub fn merged(&self, overrides: &serde_json::Value) -> Result<Self> {
+        let obj = match overrides {
+            serde_json::Value::Null => return Ok(self.clone()),
+            serde_json::Value::Object(o) => o,
+            _ => return Err(Error::invalid("M2IB options must be a JSON object")),
+        };
+        let mut base = serde_json::to_value(self).expect("config serialises");
+        let map = base.as_object_mut().expect("object");
+        for (k, v) in obj {
+            if k == "layer" {
+                map.insert("vision_layer".into(), v.clone());
+                map.insert("text_layer".into(), v.clone());
+            } else {
+                map.insert(k.clone(), v.clone());
+            }
+        }
+        let cfg: M2ibConfig = serde_json::from_value(base).map_err(|e| {
+            Error::invalid(format!(
+                "M2IB option: {e} (known options: layer, vision_layer, text_layer, beta, steps, lr, samples, samples_per_pass, alpha_init, seed)"
+            ))
+        })?;
+        cfg.settings().validate()?;
+        Ok(cfg)
+    }
+
+    /// The defaults for a model: the paper's, then what the model directory recommends.
+    pub fn for_bundle(bundle: &ClipBundle) -> Result<Self> {
+        match &bundle.recommended.m2ib {
+            Some(v) => M2ibConfig::default().merged(v),
+            None => Ok(M2ibConfig::default()),
+        }
+    }
+
+    /// The bottleneck part of the settings.
+    pub fn settings(&self) -> BottleneckSettings {
+        BottleneckSettings {
+            beta: self.beta,
+            steps: self.steps,
+            lr: self.lr,
+            samples: self.samples,
+            samples_per_pass: self.samples_per_pass,
+            alpha_init: self.alpha_init,
+        }
+    }
+
+    /// The layers actually used for `model` (explicit or by the depth rule), checked.
+    pub fn resolve_layers(&self, model: &ClipModel) -> Result<(usize, usize)> {
+        let v = self.vision_layer.unwrap_or_else(|| default_layer(model.vision.depth()));
+        let t = self.text_layer.unwrap_or_else(|| default_layer(model.text.depth()));
+        for (m, l, depth) in [("vision", v, model.vision.depth()), ("text", t, model.text.depth())] {
+            if l >= depth {
+                return Err(Error::invalid(format!("{m}_layer {l} does not exist: the {m} tower has layers 0..={}", depth - 1)));
+            }
+        }
+        Ok((v, t))
+    }
+}
+
+/// Where the noise comes from.
+pub enum Noise {
+    /// Seeded generator (the config's seed).
+    Seeded,
+    /// Fixed banks `[steps, samples, T, D]` for the vision and text runs (parity tests).
+    Banks { vision: Tensor, text: Tensor },
+}
+
+/// The explanation of one caption against one image.
+#[derive(Clone, Debug)]
+pub struct CaptionExplanation {
+    pub caption: String,
+    pub tokens: Tokens,
+    /// Image map at the preprocessed input resolution, min-max normalised to [0, 1].
+    pub image_map: Heatmap,
+    /// Capacity per patch (nats, summed over channels) on the patch grid.
+    pub image_capacity: Heatmap,
+    /// Per token (start/end included), min-max normalised.
+    pub text_scores: Vec<f32>,
+    /// Capacity per token, nats summed over channels.
+    pub text_capacity: Vec<f32>,
+    /// Cosine between the unperturbed image and text embeddings.
+    pub similarity: f32,
+    pub vision_trace: Vec<StepTrace>,
+    pub text_trace: Vec<StepTrace>,
+}
+
+/// M2IB explanations of one image with one or more captions.
+#[derive(Clone, Debug)]
+pub struct M2ibExplanation {
+    /// The preprocessed image (resized and cropped, 0..255), what the maps refer to.
+    pub image: RgbImage,
+    pub captions: Vec<CaptionExplanation>,
+    /// The settings used, with layers resolved.
+    pub config: M2ibConfig,
+    pub elapsed_ms: f64,
+}
+
+/// Cosine to a fixed target embedding, through a tower's differentiable suffix.
+struct CosineToTarget<'a> {
+    tower: &'a Tower,
+    layer: usize,
+    pool: usize,
+    /// Unit-norm target `[1, P]`.
+    target: Tensor,
+}
+
+impl Objective for CosineToTarget<'_> {
+    fn evaluate(&self, z: &Tensor, grad: bool) -> Result<(Vec<f32>, Option<Tensor>)> {
+        if !grad {
+            let e = self.tower.forward_from(self.layer, z, self.pool)?;
+            let norm = e.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
+            let cos = e.broadcast_div(&norm)?.broadcast_mul(&self.target)?.sum(D::Minus1)?;
+            return Ok((cos.to_vec1::<f32>()?, None));
+        }
+        let (e, tape) = self.tower.suffix_forward(self.layer, z, self.pool)?;
+        let norm = e.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
+        let ehat = e.broadcast_div(&norm)?;
+        let cos = ehat.broadcast_mul(&self.target)?.sum_keepdim(D::Minus1)?;
+        // ∂cos/∂e = (t̂ − cos·ê) / |e|
+        let de = self.target.broadcast_sub(&ehat.broadcast_mul(&cos)?)?.broadcast_div(&norm)?;
+        let dz = self.tower.suffix_backward(self.layer, &tape, &de)?;
+        Ok((cos.squeeze(1)?.to_vec1::<f32>()?, Some(dz)))
+    }
+}
+
+fn unit(e: &Tensor) -> Result<Tensor> {
+    let n = e.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
+    Ok(e.broadcast_div(&n)?)
+}
+
+fn finite(t: &Tensor, what: &str) -> Result<()> {
+    let m = t.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+    if !m.is_finite() {
+        return Err(Error::Numerical(format!("{what} contains NaN or infinity")));
+    }
+    Ok(())
+}
+
+/// The M2IB method with a fixed configuration.
+pub struct M2ib {
+    pub config: M2ibConfig,
+}
+
+/// Raw per-caption result of [`M2ib::explain_tensors`].
+pub struct RawCaption {
+    /// Capacity `[T_v, D_v]` of the vision run (nats).
+    pub vision_capacity: Tensor,
+    /// Capacity `[L, D_t]` of the text run (nats).
+    pub text_capacity: Tensor,
+    pub vision_trace: Vec<StepTrace>,
+    pub text_trace: Vec<StepTrace>,
+    pub similarity: f32,
+}
+
+impl M2ib {
+    pub fn new(config: M2ibConfig) -> Result<Self> {
+        config.settings().validate()?;
+        Ok(M2ib { config })
+    }
+
+    /// Steps one call will report to a progress callback.
+    pub fn total_steps(&self, captions: usize) -> u32 {
+        (2 * self.config.steps * captions) as u32
+    }
+
+    /// Core M2IB on model inputs: normalised pixels `[1, 3, S, S]` and token ids per caption.
+    /// The vision prefix and the image embedding are computed once for all captions.
+    pub fn explain_tensors(
+        &self,
+        model: &ClipModel,
+        pixels: &Tensor,
+        captions: &[Vec<u32>],
+        noise: &Noise,
+        control: &mut RunControl<'_>,
+    ) -> Result<Vec<RawCaption>> {
+        if captions.is_empty() {
+            return Err(Error::invalid("M2IB needs at least one caption"));
+        }
+        finite(pixels, "the input image")?;
+        let (lv, lt) = self.config.resolve_layers(model)?;
+        let settings = self.config.settings();
+        let mut counter = StepCounter { control, done: 0, total: self.total_steps(captions.len()) };
+        counter.control.check()?;
+        let vemb = model.embed_image(pixels)?;
+        let hv = model.vision.forward_until(&vemb, lv)?;
+        let image_embed = model.vision.forward_from(lv, &hv, 0)?;
+        let image_unit = unit(&image_embed)?;
+        let hv = hv.squeeze(0)?;
+        let mut out = Vec::with_capacity(captions.len());
+        for (ci, ids) in captions.iter().enumerate() {
+            let temb = model.embed_text(ids)?;
+            let pool = model.text_pool_index(ids);
+            let ht = model.text.forward_until(&temb, lt)?;
+            let text_embed = model.text.forward_from(lt, &ht, pool)?;
+            let text_unit = unit(&text_embed)?;
+            let similarity = (&image_unit * &text_unit)?.sum_all()?.to_scalar::<f32>()?;
+            let ht = ht.squeeze(0)?;
+            let source = |m: Modality| -> Result<Box<dyn NoiseSource>> {
+                Ok(match noise {
+                    Noise::Seeded => Box::new(SeededNoise::new(self.config.seed, (ci as u64) << 1 | (m == Modality::Text) as u64)),
+                    Noise::Banks { vision, text } => {
+                        Box::new(NoiseBank::new(if m == Modality::Vision { vision.clone() } else { text.clone() })?)
+                    }
+                })
+            };
+            let vobj = CosineToTarget { tower: &model.vision, layer: lv, pool: 0, target: text_unit.clone() };
+            let v = bottleneck::optimise(&hv, &settings, &vobj, source(Modality::Vision)?.as_mut(), &mut counter)?;
+            let tobj = CosineToTarget { tower: &model.text, layer: lt, pool, target: image_unit.clone() };
+            let t = bottleneck::optimise(&ht, &settings, &tobj, source(Modality::Text)?.as_mut(), &mut counter)?;
+            out.push(RawCaption {
+                vision_capacity: v.capacity,
+                text_capacity: t.capacity,
+                vision_trace: v.trace,
+                text_trace: t.trace,
+                similarity,
+            });
+        }
+        Ok(out)
+    }
+
+    /// M2IB for one image and several captions, from a decoded image.
+    pub fn explain(
+        &self,
+        bundle: &ClipBundle,
+        image: &RgbImage,
+        captions: &[&str],
+        control: &mut RunControl<'_>,
+    ) -> Result<M2ibExplanation> {
+        let start = Instant::now();
+        let pre = bundle.preprocessor.preprocess(image)?;
+        let model = &bundle.model;
+        let tokens = captions.iter().map(|c| bundle.tokenizer.encode(c)).collect::<Result<Vec<_>>>()?;
+        let pixels = Tensor::from_vec(pre.pixel_values.clone(), (1, 3, pre.height as usize, pre.width as usize), &model.device)?;
+        let ids: Vec<Vec<u32>> = tokens.iter().map(|t| t.ids.clone()).collect();
+        let raw = self.explain_tensors(model, &pixels, &ids, &Noise::Seeded, control)?;
+        let (lv, lt) = self.config.resolve_layers(model)?;
+        let grid = model.config.vision.grid() as u32;
+        let mut out = Vec::with_capacity(raw.len());
+        for ((r, tok), caption) in raw.into_iter().zip(tokens).zip(captions) {
+            let vtok = r.vision_capacity.sum(D::Minus1)?.to_vec1::<f32>()?;
+            let image_capacity = Heatmap::new(grid, grid, vtok[1..].to_vec())?;
+            let image_map = image_capacity.upsample_bilinear(pre.width, pre.height).normalized()?;
+            let text_capacity = r.text_capacity.sum(D::Minus1)?.to_vec1::<f32>()?;
+            let text_scores = Heatmap::new(text_capacity.len() as u32, 1, text_capacity.clone())?.normalized()?.data;
+            out.push(CaptionExplanation {
+                caption: caption.to_string(),
+                tokens: tok,
+                image_map,
+                image_capacity,
+                text_scores,
+                text_capacity,
+                similarity: r.similarity,
+                vision_trace: r.vision_trace,
+                text_trace: r.text_trace,
+            });
+        }
+        let mut config = self.config.clone();
+        config.vision_layer = Some(lv);
+        config.text_layer = Some(lt);
+        Ok(M2ibExplanation { image: pre.image, captions: out, config, elapsed_ms: start.elapsed().as_secs_f64() * 1e3 })
+    }
+}

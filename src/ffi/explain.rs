@@ -1,0 +1,63 @@
+//! `ibex_explain`: one call, one image, one target.
+
+use super::control::{ibex_run_control, run_control};
+use super::image::{check_size, from_view, ibex_image_view};
+use super::model::ibex_explainer;
+use super::result::ibex_result;
+use super::status::*;
+use crate::explain::Target;
+use std::ffi::c_char;
+
+/// What to explain. Set `struct_size = sizeof(ibex_target)`. For M2IB give a caption in
+/// `text`, or several in `texts`/`text_count` (all are explained against the same image;
+/// `text` first if both are set). `class_index` is for classifiers (-1: none / predicted class).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ibex_target {
+    pub struct_size: u32,
+    pub class_index: i32,
+    /// One UTF-8 caption, or NULL.
+    pub text: *const c_char,
+    /// `text_count` UTF-8 captions, or NULL.
+    pub texts: *const *const c_char,
+    pub text_count: u32,
+}
+
+/// Explains `image` for `target`. On success `*out` receives a result to free with
+/// `ibex_result_free`. `control` may be NULL.
+///
+/// # Safety
+/// All pointers valid (or NULL where documented) for the duration of the call.
+#[no_mangle]
+pub unsafe extern "C" fn ibex_explain(
+    explainer: *mut ibex_explainer,
+    image: *const ibex_image_view,
+    target: *const ibex_target,
+    control: *const ibex_run_control,
+    out: *mut *mut ibex_result,
+) -> i32 {
+    guard(|| {
+        non_null(explainer, "explainer")?;
+        non_null(target, "target")?;
+        non_null(out, "out")?;
+        let t = &*target;
+        check_size(t.struct_size, "ibex_target")?;
+        let mut texts = Vec::new();
+        if !t.text.is_null() {
+            texts.push(c_str(t.text, "target->text")?.to_string());
+        }
+        if t.text_count > 0 {
+            non_null(t.texts, "target->texts")?;
+            for i in 0..t.text_count as usize {
+                texts.push(c_str(*t.texts.add(i), &format!("target->texts[{i}]"))?.to_string());
+            }
+        }
+        let target = Target { class_index: usize::try_from(t.class_index).ok(), texts };
+        let img = from_view(image)?;
+        let mut rc = run_control(control)?;
+        let ex = &*explainer;
+        let result = ex.method.explain(&ex.model, &img, &target, &mut rc)?;
+        *out = Box::into_raw(Box::new(ibex_result::new(result)));
+        Ok(())
+    })
+}

@@ -1,0 +1,200 @@
+//! The Hugging Face `CLIPConfig` (`config.json`), with HF's defaults for absent fields.
+
+use crate::error::{Error, Result};
+use serde::Deserialize;
+use std::path::Path;
+
+/// Activation inside the transformer MLP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// `x * sigmoid(1.702 x)` (OpenAI CLIP).
+    QuickGelu,
+    /// Exact GELU with erf.
+    Gelu,
+    /// GELU with the tanh approximation (`gelu_new`, `gelu_pytorch_tanh`).
+    GeluTanh,
+}
+
+impl Activation {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "quick_gelu" => Some(Self::QuickGelu),
+            "gelu" => Some(Self::Gelu),
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Some(Self::GeluTanh),
+            _ => None,
+        }
+    }
+}
+
+/// One tower (text or vision) of a CLIP model.
+#[derive(Clone, Debug)]
+pub struct TowerConfig {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub layer_norm_eps: f64,
+    pub activation: Activation,
+}
+
+/// Vision tower: a [`TowerConfig`] plus the patch geometry.
+#[derive(Clone, Debug)]
+pub struct VisionConfig {
+    pub tower: TowerConfig,
+    pub image_size: usize,
+    pub patch_size: usize,
+    pub num_channels: usize,
+}
+
+impl VisionConfig {
+    /// Patches per side (`image_size / patch_size`).
+    pub fn grid(&self) -> usize {
+        self.image_size / self.patch_size
+    }
+    /// Tokens including CLS.
+    pub fn num_tokens(&self) -> usize {
+        self.grid() * self.grid() + 1
+    }
+}
+
+/// Text tower: a [`TowerConfig`] plus vocabulary and positions.
+#[derive(Clone, Debug)]
+pub struct TextConfig {
+    pub tower: TowerConfig,
+    pub vocab_size: usize,
+    pub max_position_embeddings: usize,
+    /// `eos_token_id` from the config; 2 (HF's legacy default) means "use argmax of the ids".
+    pub eos_token_id: u32,
+}
+
+/// A whole CLIP model configuration.
+#[derive(Clone, Debug)]
+pub struct ClipConfig {
+    pub text: TextConfig,
+    pub vision: VisionConfig,
+    pub projection_dim: usize,
+}
+
+#[derive(Deserialize, Default)]
+struct RawTower {
+    hidden_size: Option<usize>,
+    intermediate_size: Option<usize>,
+    num_hidden_layers: Option<usize>,
+    num_attention_heads: Option<usize>,
+    layer_norm_eps: Option<f64>,
+    hidden_act: Option<String>,
+    projection_dim: Option<usize>,
+    // vision
+    image_size: Option<usize>,
+    patch_size: Option<usize>,
+    num_channels: Option<usize>,
+    // text
+    vocab_size: Option<usize>,
+    max_position_embeddings: Option<usize>,
+    eos_token_id: Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct RawConfig {
+    model_type: Option<String>,
+    text_config: Option<RawTower>,
+    vision_config: Option<RawTower>,
+    text_config_dict: Option<RawTower>,
+    vision_config_dict: Option<RawTower>,
+    projection_dim: Option<usize>,
+}
+
+impl ClipConfig {
+    /// Reads `config.json` of an HF `CLIPModel`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_json(&text).map_err(|e| match e {
+            Error::InvalidArgument(m) => Error::format(path, m),
+            e => e,
+        })
+    }
+
+    /// Parses the JSON text of an HF `CLIPModel` config.
+    pub fn from_json(json: &str) -> Result<Self> {
+        let raw: RawConfig =
+            serde_json::from_str(json).map_err(|e| Error::invalid(format!("not a CLIP config.json: {e}")))?;
+        if let Some(t) = raw.model_type.as_deref() {
+            if t != "clip" {
+                return Err(Error::invalid(format!(
+                    "model_type is '{t}', expected 'clip' (an HF CLIPModel directory)"
+                )));
+            }
+        }
+        let t = raw.text_config.or(raw.text_config_dict).unwrap_or_default();
+        let v = raw.vision_config.or(raw.vision_config_dict).unwrap_or_default();
+        let text = TextConfig {
+            tower: tower(&t, 512, 2048, 12, 8, "text")?,
+            vocab_size: t.vocab_size.unwrap_or(49408),
+            max_position_embeddings: t.max_position_embeddings.unwrap_or(77),
+            eos_token_id: t.eos_token_id.unwrap_or(2),
+        };
+        let vision = VisionConfig {
+            tower: tower(&v, 768, 3072, 12, 12, "vision")?,
+            image_size: v.image_size.unwrap_or(224),
+            patch_size: v.patch_size.unwrap_or(32),
+            num_channels: v.num_channels.unwrap_or(3),
+        };
+        if vision.patch_size == 0 || vision.image_size % vision.patch_size != 0 {
+            return Err(Error::invalid(format!(
+                "vision image_size {} is not a multiple of patch_size {}",
+                vision.image_size, vision.patch_size
+            )));
+        }
+        if vision.num_channels != 3 {
+            return Err(Error::invalid(format!("vision num_channels {} (only 3 is supported)", vision.num_channels)));
+        }
+        let projection_dim = raw.projection_dim.or(t.projection_dim).unwrap_or(512);
+        Ok(ClipConfig { text, vision, projection_dim })
+    }
+}
+
+fn tower(r: &RawTower, hidden: usize, inter: usize, layers: usize, heads: usize, name: &str) -> Result<TowerConfig> {
+    let act = r.hidden_act.as_deref().unwrap_or("quick_gelu");
+    let activation = Activation::parse(act)
+        .ok_or_else(|| Error::invalid(format!("{name}_config.hidden_act '{act}' is not supported (quick_gelu, gelu, gelu_new)")))?;
+    let c = TowerConfig {
+        hidden_size: r.hidden_size.unwrap_or(hidden),
+        intermediate_size: r.intermediate_size.unwrap_or(inter),
+        num_hidden_layers: r.num_hidden_layers.unwrap_or(layers),
+        num_attention_heads: r.num_attention_heads.unwrap_or(heads),
+        layer_norm_eps: r.layer_norm_eps.unwrap_or(1e-5),
+        activation,
+    };
+    if c.num_attention_heads == 0 || c.hidden_size % c.num_attention_heads != 0 {
+        return Err(Error::invalid(format!(
+            "{name}_config: hidden_size {} is not divisible by num_attention_heads {}",
+            c.hidden_size, c.num_attention_heads
+        )));
+    }
+    if c.num_hidden_layers == 0 {
+        return Err(Error::invalid(format!("{name}_config: num_hidden_layers is 0")));
+    }
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_gives_vit_b32_defaults() {
+        let c = ClipConfig::from_json(r#"{"model_type":"clip"}"#).unwrap();
+        assert_eq!(c.vision.grid(), 7);
+        assert_eq!(c.vision.num_tokens(), 50);
+        assert_eq!(c.text.tower.hidden_size, 512);
+        assert_eq!(c.projection_dim, 512);
+    }
+
+    #[test]
+    fn rejects_other_models_and_bad_geometry() {
+        assert!(ClipConfig::from_json(r#"{"model_type":"bert"}"#).is_err());
+        let e = ClipConfig::from_json(r#"{"vision_config":{"image_size":100,"patch_size":32}}"#).unwrap_err();
+        assert!(e.to_string().contains("multiple"), "{e}");
+        assert!(ClipConfig::from_json("{").is_err());
+    }
+}

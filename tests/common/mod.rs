@@ -1,0 +1,97 @@
+//! Shared helpers for the integration tests: fixture paths, loading references, statistics.
+#![allow(dead_code)]
+
+use candle_core::{Device, Tensor};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// `../shared/fixtures` next to the repository (or `IBEX_FIXTURES`).
+pub fn fixtures() -> PathBuf {
+    if let Some(p) = std::env::var_os("IBEX_FIXTURES") {
+        return PathBuf::from(p);
+    }
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("shared").join("fixtures");
+    assert!(p.is_dir(), "fixtures not found at {} (set IBEX_FIXTURES)", p.display());
+    p
+}
+
+pub fn clip_dir() -> PathBuf {
+    fixtures().join("clip")
+}
+
+pub fn fmnist_model() -> PathBuf {
+    clip_dir().join("fmnist-clip")
+}
+
+/// All tensors of a safetensors fixture.
+pub fn load_st(rel: &str) -> HashMap<String, Tensor> {
+    let p = clip_dir().join(rel);
+    candle_core::safetensors::load(&p, &Device::Cpu).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+pub fn vec_f32(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+pub fn ids(t: &Tensor) -> Vec<u32> {
+    t.flatten_all().unwrap().to_vec1::<i64>().unwrap().into_iter().map(|v| v as u32).collect()
+}
+
+pub fn json(rel: &str) -> serde_json::Value {
+    let p = clip_dir().join(rel);
+    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+pub fn pearson(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let n = a.len() as f64;
+    let ma = a.iter().map(|&x| x as f64).sum::<f64>() / n;
+    let mb = b.iter().map(|&x| x as f64).sum::<f64>() / n;
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for (&x, &y) in a.iter().zip(b) {
+        let (dx, dy) = (x as f64 - ma, y as f64 - mb);
+        sab += dx * dy;
+        saa += dx * dx;
+        sbb += dy * dy;
+    }
+    sab / (saa * sbb).sqrt()
+}
+
+/// Average ranks (ties share the mean rank), as scipy's `rankdata`.
+fn ranks(a: &[f32]) -> Vec<f32> {
+    let mut idx: Vec<usize> = (0..a.len()).collect();
+    idx.sort_by(|&i, &j| a[i].partial_cmp(&a[j]).unwrap());
+    let mut r = vec![0f32; a.len()];
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && a[idx[j + 1]] == a[idx[i]] {
+            j += 1;
+        }
+        let avg = (i + j) as f32 / 2.0 + 1.0;
+        for k in i..=j {
+            r[idx[k]] = avg;
+        }
+        i = j + 1;
+    }
+    r
+}
+
+pub fn spearman(a: &[f32], b: &[f32]) -> f64 {
+    pearson(&ranks(a), &ranks(b))
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}

@@ -1,0 +1,80 @@
+//! Deterministic parity with the official M2IB implementation: the same noise bank, step by
+//! step (fixtures/clip/m2ib_deterministic, tolerances from its README).
+
+mod common;
+use candle_core::{Device, D};
+use common::*;
+use ibex::explain::m2ib::{M2ib, M2ibConfig, Noise};
+use ibex::imaging::heatmap::Heatmap;
+use ibex::models::clip::ClipBundle;
+use ibex::RunControl;
+
+fn check_terms(label: &str, ours: &[ibex::bottleneck::StepTrace], r: &std::collections::HashMap<String, candle_core::Tensor>, m: &str) -> f64 {
+    let mut worst = 0f64;
+    for (term, get) in [
+        ("compression", (|s: &ibex::bottleneck::StepTrace| s.compression) as fn(&_) -> f32),
+        ("fitting", |s| s.fitting),
+        ("loss", |s| s.loss),
+    ] {
+        let want = vec_f32(&r[&format!("{m}.{term}")]);
+        assert_eq!(want.len(), ours.len());
+        for (k, (o, w)) in ours.iter().map(get).zip(&want).enumerate() {
+            let rel = ((o - w).abs() / w.abs().max(1e-6)) as f64;
+            assert!(rel < 1e-4, "{label} {m} step {k} {term}: ours {o} reference {w} (relative {rel:.2e})");
+            worst = worst.max(rel);
+        }
+    }
+    worst
+}
+
+#[test]
+fn deterministic_parity_with_official_m2ib() {
+    let bundle = ClipBundle::load(&fmnist_model(), &Device::Cpu).unwrap();
+    let cfg = M2ibConfig { vision_layer: Some(1), text_layer: Some(1), beta: 1.0, ..Default::default() };
+    let m2ib = M2ib::new(cfg).unwrap();
+    let (mut worst_term, mut worst_map, mut min_pearson, mut worst_frac) = (0f64, 0f32, 1f64, 1f64);
+    let files: Vec<String> = (0..5).map(|i| format!("case{i:03}")).chain((0..3).map(|i| format!("long{i:03}"))).collect();
+    for f in &files {
+        let r = load_st(&format!("m2ib_deterministic/{f}.safetensors"));
+        let ids = ids(&r["input_ids"]);
+        let noise = Noise::Banks { vision: r["vision.noise"].clone(), text: r["text.noise"].clone() };
+        let out = m2ib
+            .explain_tensors(&bundle.model, &r["pixel_values"], &[ids], &noise, &mut RunControl::default())
+            .unwrap()
+            .remove(0);
+        worst_term = worst_term.max(check_terms(f, &out.vision_trace, &r, "vision"));
+        worst_term = worst_term.max(check_terms(f, &out.text_trace, &r, "text"));
+
+        // raw capacity maps
+        let vtok = vec_f32(&out.vision_capacity.sum(D::Minus1).unwrap());
+        let ttok = vec_f32(&out.text_capacity.sum(D::Minus1).unwrap());
+        for (ours, key) in [(&vtok, "vision.capacity_tokens"), (&ttok, "text.capacity_tokens")] {
+            let p = pearson(ours, &vec_f32(&r[key]));
+            assert!(p >= 0.9999, "{f} {key}: Pearson {p}");
+            min_pearson = min_pearson.min(p);
+        }
+        let pfull = pearson(&vec_f32(&out.vision_capacity), &vec_f32(&r["vision.capacity_full"]));
+        assert!(pfull >= 0.9999, "{f} vision.capacity_full Pearson {pfull}");
+
+        // normalised maps: image at 64x64, text per token
+        let cap8 = Heatmap::new(8, 8, vtok[1..].to_vec()).unwrap();
+        let hm = cap8.upsample_bilinear(64, 64).normalized().unwrap();
+        let want = vec_f32(&r["vision.heatmap_64"]);
+        let th = Heatmap::new(ttok.len() as u32, 1, ttok.clone()).unwrap().normalized().unwrap();
+        let twant = vec_f32(&r["text.heatmap"]);
+        for (ours, want, what) in [(&hm.data, &want, "image"), (&th.data, &twant, "text")] {
+            let close = ours.iter().zip(want.iter()).filter(|(a, b)| (*a - *b).abs() <= 1e-3).count();
+            let frac = close as f64 / want.len() as f64;
+            let d = max_abs_diff(ours, want);
+            eprintln!("{f} {what} map: max |diff| {d:.2e}, within 1e-3 on {:.2}%", frac * 100.0);
+            assert!(frac >= 0.999, "{f} {what} map: only {:.3}% within 1e-3 (max diff {d})", frac * 100.0);
+            worst_map = worst_map.max(d);
+            worst_frac = worst_frac.min(frac);
+        }
+    }
+    eprintln!(
+        "deterministic parity over {} runs: worst per-step relative error {worst_term:.2e}, min Pearson {min_pearson:.7}, worst map deviation {worst_map:.2e}, min fraction within 1e-3 {:.3}%",
+        files.len(),
+        worst_frac * 100.0
+    );
+}
