@@ -170,6 +170,9 @@ uint32_t ibex_abi_version(void);
 const char *ibex_version_string(void);
 
 // Creates a cancel token.
+//
+// # Safety
+// `out` must be a valid pointer.
 int32_t ibex_cancel_token_create(struct ibex_cancel_token **out);
 
 // Requests cancellation (thread-safe).
@@ -200,6 +203,19 @@ int32_t ibex_explain(struct ibex_explainer *explainer,
                      const struct ibex_target *target,
                      const struct ibex_run_control *control,
                      struct ibex_result **out);
+
+// Explains `image_count` images (an array of views) for the same target in one call; on
+// success `out_results[i]` receives the result of image `i` (free each with
+// `ibex_result_free`). Progress counts over the whole batch. On failure nothing is written.
+//
+// # Safety
+// `images` points to `image_count` views; `out_results` to room for `image_count` pointers.
+int32_t ibex_explain_batch(struct ibex_explainer *explainer,
+                           const struct ibex_image_view *images,
+                           uint32_t image_count,
+                           const struct ibex_target *target,
+                           const struct ibex_run_control *control,
+                           struct ibex_result **out_results);
 
 // Decodes an image file.
 //
@@ -260,6 +276,9 @@ int32_t ibex_explainer_create(const struct ibex_model *model,
 void ibex_explainer_free(struct ibex_explainer *explainer);
 
 // Creates an empty options object.
+//
+// # Safety
+// `out` must be a valid pointer.
 int32_t ibex_options_create(struct ibex_options **out);
 
 // Creates options from a JSON object text, e.g. `{"beta": 1.0, "layer": 1}`.

@@ -56,7 +56,7 @@ pub fn find_in_cache(cache: &Path, id: &str) -> Option<PathBuf> {
             continue;
         }
         let t = entry.metadata().and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH);
-        if best.as_ref().is_none_or(|(bt, _)| t > *bt) {
+        if best.as_ref().map_or(true, |(bt, _)| t > *bt) {
             best = Some((t, p));
         }
     }

@@ -125,7 +125,7 @@ fn bad_model_inputs_give_clear_errors() {
     let mut opts = null_mut();
     let mut e = null_mut();
     unsafe {
-        ibex_options_create(&mut opts);
+        assert_eq!(ibex_options_create(&mut opts), IBEX_OK);
         ibex_options_set_float(opts, cs("betta").as_ptr(), 1.0);
         assert_eq!(ibex_explainer_create(model, cs("m2ib").as_ptr(), opts, &mut e), IBEX_ERR_INVALID_ARGUMENT);
         assert!(msg().contains("betta") && msg().contains("beta"), "{}", msg());
@@ -329,6 +329,71 @@ fn one_model_shared_by_threads_gives_the_same_maps() {
         }
     });
     unsafe {
+        ibex_explainer_free(e);
+        ibex_image_free(img);
+        ibex_model_free(model);
+    }
+}
+
+#[test]
+fn log_callback_receives_messages() {
+    use std::sync::Mutex;
+    static SEEN: Mutex<Vec<(i32, String)>> = Mutex::new(Vec::new());
+    unsafe extern "C" fn on_log(level: i32, msg: *const std::ffi::c_char, user: *mut c_void) {
+        assert_eq!(user as usize, 42);
+        SEEN.lock().unwrap().push((level, CStr::from_ptr(msg).to_string_lossy().into_owned()));
+    }
+    use ibex::ffi::log::*;
+    assert_eq!(ibex_set_log_callback(Some(on_log), IBEX_LOG_INFO, 42 as *mut c_void), IBEX_OK);
+    let (st, model) = load(&fmnist_model());
+    assert_eq!(st, IBEX_OK);
+    unsafe { ibex_model_free(model) };
+    assert_eq!(ibex_set_log_callback(None, IBEX_LOG_INFO, null_mut()), IBEX_OK);
+    let seen = SEEN.lock().unwrap();
+    assert!(
+        seen.iter().any(|(l, m)| *l == IBEX_LOG_INFO && m.contains("loaded CLIP model") && m.contains("8x8 patch grid")),
+        "{seen:?}"
+    );
+    assert!(seen.iter().all(|(l, _)| *l <= IBEX_LOG_INFO), "debug messages filtered out: {seen:?}");
+}
+
+#[test]
+fn batch_of_images_in_one_call_matches_single_calls() {
+    let (st, model) = load(&fmnist_model());
+    assert_eq!(st, IBEX_OK, "{}", msg());
+    let e = explainer(model, r#"{"steps": 3, "seed": 5}"#);
+    let img = example_image();
+    let view = image_view(img);
+    // a second image: the example flipped left-right, as a raw RGB8 buffer with padded rows
+    let bytes = unsafe { std::slice::from_raw_parts(view.data as *const u8, view.data_len) };
+    let stride = 64 * 3 + 7;
+    let mut flipped = vec![0u8; stride * 64];
+    for y in 0..64 {
+        for x in 0..64 {
+            for c in 0..3 {
+                flipped[y * stride + x * 3 + c] = bytes[y * 64 * 3 + (63 - x) * 3 + c];
+            }
+        }
+    }
+    let view2 = ibex_image_view { row_stride: stride as u32, data: flipped.as_ptr() as *const c_void, data_len: flipped.len(), ..view };
+    let single: Vec<Vec<f32>> = [&view, &view2].iter().map(|v| image_map(e, v, "a sandal")).collect();
+    let views = [view2, view];
+    let mut out = [null_mut(); 2];
+    let c = cs("a sandal");
+    unsafe {
+        assert_eq!(ibex_explain_batch(e, views.as_ptr(), 2, &target(&c), null(), out.as_mut_ptr()), IBEX_OK, "{}", msg());
+        for (r, want) in out.iter().zip([&single[1], &single[0]]) {
+            let mut p = null();
+            let mut n = 0usize;
+            assert_eq!(ibex_result_map_data(*r, 1, &mut p, &mut n), IBEX_OK);
+            assert_eq!(std::slice::from_raw_parts(p, n), &want[..], "a map does not depend on its place in the batch");
+            ibex_result_free(*r);
+        }
+        assert_ne!(single[0], single[1]);
+        let bad = [view, ibex_image_view { data_len: 3, ..view }];
+        assert_eq!(ibex_explain_batch(e, bad.as_ptr(), 2, &target(&c), null(), out.as_mut_ptr()), IBEX_ERR_INVALID_ARGUMENT);
+        assert!(msg().starts_with("image 1:"), "{}", msg());
+        assert_eq!(ibex_explain_batch(e, bad.as_ptr(), 0, &target(&c), null(), out.as_mut_ptr()), IBEX_ERR_INVALID_ARGUMENT);
         ibex_explainer_free(e);
         ibex_image_free(img);
         ibex_model_free(model);

@@ -246,13 +246,24 @@ impl M2ib {
         noise: &Noise,
         control: &mut RunControl<'_>,
     ) -> Result<Vec<RawCaption>> {
+        let mut counter = StepCounter { control, done: 0, total: self.total_steps(captions.len()) };
+        self.run(model, pixels, captions, noise, &mut counter)
+    }
+
+    fn run(
+        &self,
+        model: &ClipModel,
+        pixels: &Tensor,
+        captions: &[Vec<u32>],
+        noise: &Noise,
+        counter: &mut StepCounter<'_, '_>,
+    ) -> Result<Vec<RawCaption>> {
         if captions.is_empty() {
             return Err(Error::invalid("M2IB needs at least one caption"));
         }
         finite(pixels, "the input image")?;
         let (lv, lt) = self.config.resolve_layers(model)?;
         let settings = self.config.settings();
-        let mut counter = StepCounter { control, done: 0, total: self.total_steps(captions.len()) };
         counter.control.check()?;
         let vemb = model.embed_image(pixels)?;
         let hv = model.vision.forward_until(&vemb, lv)?;
@@ -277,9 +288,9 @@ impl M2ib {
                 })
             };
             let vobj = CosineToTarget { tower: &model.vision, layer: lv, pool: 0, target: text_unit.clone() };
-            let v = bottleneck::optimise(&hv, &settings, &vobj, source(Modality::Vision)?.as_mut(), &mut counter)?;
+            let v = bottleneck::optimise(&hv, &settings, &vobj, source(Modality::Vision)?.as_mut(), counter)?;
             let tobj = CosineToTarget { tower: &model.text, layer: lt, pool, target: image_unit.clone() };
-            let t = bottleneck::optimise(&ht, &settings, &tobj, source(Modality::Text)?.as_mut(), &mut counter)?;
+            let t = bottleneck::optimise(&ht, &settings, &tobj, source(Modality::Text)?.as_mut(), counter)?;
             out.push(RawCaption {
                 vision_capacity: v.capacity,
                 text_capacity: t.capacity,
@@ -299,37 +310,66 @@ impl M2ib {
         captions: &[&str],
         control: &mut RunControl<'_>,
     ) -> Result<M2ibExplanation> {
-        let start = Instant::now();
-        let pre = bundle.preprocessor.preprocess(image)?;
+        Ok(self.explain_batch(bundle, std::slice::from_ref(image), captions, control)?.remove(0))
+    }
+
+    /// M2IB for several images, each against the same captions, in one call (progress counts
+    /// over the whole batch). An image's maps do not depend on its place in the batch.
+    pub fn explain_batch(
+        &self,
+        bundle: &ClipBundle,
+        images: &[RgbImage],
+        captions: &[&str],
+        control: &mut RunControl<'_>,
+    ) -> Result<Vec<M2ibExplanation>> {
+        if images.is_empty() {
+            return Err(Error::invalid("no image to explain"));
+        }
         let model = &bundle.model;
         let tokens = captions.iter().map(|c| bundle.tokenizer.encode(c)).collect::<Result<Vec<_>>>()?;
-        let pixels = Tensor::from_vec(pre.pixel_values.clone(), (1, 3, pre.height as usize, pre.width as usize), &model.device)?;
         let ids: Vec<Vec<u32>> = tokens.iter().map(|t| t.ids.clone()).collect();
-        let raw = self.explain_tensors(model, &pixels, &ids, &Noise::Seeded, control)?;
         let (lv, lt) = self.config.resolve_layers(model)?;
-        let grid = model.config.vision.grid() as u32;
-        let mut out = Vec::with_capacity(raw.len());
-        for ((r, tok), caption) in raw.into_iter().zip(tokens).zip(captions) {
-            let vtok = r.vision_capacity.sum(D::Minus1)?.to_vec1::<f32>()?;
-            let image_capacity = Heatmap::new(grid, grid, vtok[1..].to_vec())?;
-            let image_map = image_capacity.upsample_bilinear(pre.width, pre.height).normalized()?;
-            let text_capacity = r.text_capacity.sum(D::Minus1)?.to_vec1::<f32>()?;
-            let text_scores = Heatmap::new(text_capacity.len() as u32, 1, text_capacity.clone())?.normalized()?.data;
-            out.push(CaptionExplanation {
-                caption: caption.to_string(),
-                tokens: tok,
-                image_map,
-                image_capacity,
-                text_scores,
-                text_capacity,
-                similarity: r.similarity,
-                vision_trace: r.vision_trace,
-                text_trace: r.text_trace,
-            });
-        }
         let mut config = self.config.clone();
         config.vision_layer = Some(lv);
         config.text_layer = Some(lt);
-        Ok(M2ibExplanation { image: pre.image, captions: out, config, elapsed_ms: start.elapsed().as_secs_f64() * 1e3 })
+        let grid = model.config.vision.grid() as u32;
+        let mut counter = StepCounter { control, done: 0, total: self.total_steps(captions.len()) * images.len() as u32 };
+        let mut results = Vec::with_capacity(images.len());
+        for (i, image) in images.iter().enumerate() {
+            let start = Instant::now();
+            let pre = bundle.preprocessor.preprocess(image)?;
+            let pixels = Tensor::from_vec(pre.pixel_values.clone(), (1, 3, pre.height as usize, pre.width as usize), &model.device)?;
+            let raw = self.run(model, &pixels, &ids, &Noise::Seeded, &mut counter).map_err(|e| match e {
+                Error::Numerical(m) if images.len() > 1 => Error::Numerical(format!("image {i}: {m}")),
+                e => e,
+            })?;
+            let mut out = Vec::with_capacity(raw.len());
+            for ((r, tok), caption) in raw.into_iter().zip(&tokens).zip(captions) {
+                let vtok = r.vision_capacity.sum(D::Minus1)?.to_vec1::<f32>()?;
+                let image_capacity = Heatmap::new(grid, grid, vtok[1..].to_vec())?;
+                let image_map = image_capacity.upsample_bilinear(pre.width, pre.height).normalized()?;
+                let text_capacity = r.text_capacity.sum(D::Minus1)?.to_vec1::<f32>()?;
+                let text_scores = Heatmap::new(text_capacity.len() as u32, 1, text_capacity.clone())?.normalized()?.data;
+                out.push(CaptionExplanation {
+                    caption: caption.to_string(),
+                    tokens: tok.clone(),
+                    image_map,
+                    image_capacity,
+                    text_scores,
+                    text_capacity,
+                    similarity: r.similarity,
+                    vision_trace: r.vision_trace,
+                    text_trace: r.text_trace,
+                });
+            }
+            log::debug!("M2IB image {i}: {} captions in {:.0} ms", out.len(), start.elapsed().as_secs_f64() * 1e3);
+            results.push(M2ibExplanation {
+                image: pre.image,
+                captions: out,
+                config: config.clone(),
+                elapsed_ms: start.elapsed().as_secs_f64() * 1e3,
+            });
+        }
+        Ok(results)
     }
 }

@@ -114,13 +114,24 @@ impl Method {
 
     /// Explains `image` for `target`.
     pub fn explain(&self, model: &Model, image: &RgbImage, target: &Target, control: &mut RunControl<'_>) -> Result<Explanation> {
+        Ok(self.explain_batch(model, std::slice::from_ref(image), target, control)?.remove(0))
+    }
+
+    /// Explains every image for the same target, in one call.
+    pub fn explain_batch(
+        &self,
+        model: &Model,
+        images: &[RgbImage],
+        target: &Target,
+        control: &mut RunControl<'_>,
+    ) -> Result<Vec<Explanation>> {
         match (self, model) {
             (Method::M2ib(m), Model::Clip(b)) => {
                 if target.texts.is_empty() {
                     return Err(Error::invalid("M2IB needs a caption: set the target's text"));
                 }
                 let caps: Vec<&str> = target.texts.iter().map(String::as_str).collect();
-                Ok(m.explain(b, image, &caps, control)?.into())
+                Ok(m.explain_batch(b, images, &caps, control)?.into_iter().map(Explanation::from).collect())
             }
         }
     }

@@ -26,11 +26,14 @@ pub struct ibex_run_control {
 }
 
 /// Creates a cancel token.
+///
+/// # Safety
+/// `out` must be a valid pointer.
 #[no_mangle]
-pub extern "C" fn ibex_cancel_token_create(out: *mut *mut ibex_cancel_token) -> i32 {
+pub unsafe extern "C" fn ibex_cancel_token_create(out: *mut *mut ibex_cancel_token) -> i32 {
     guard(|| {
         non_null(out, "out")?;
-        unsafe { *out = Box::into_raw(Box::new(ibex_cancel_token { inner: CancelToken::new() })) };
+        *out = Box::into_raw(Box::new(ibex_cancel_token { inner: CancelToken::new() }));
         Ok(())
     })
 }

@@ -10,12 +10,15 @@ pub struct ibex_options {
 }
 
 /// Creates an empty options object.
+///
+/// # Safety
+/// `out` must be a valid pointer.
 #[no_mangle]
-pub extern "C" fn ibex_options_create(out: *mut *mut ibex_options) -> i32 {
+pub unsafe extern "C" fn ibex_options_create(out: *mut *mut ibex_options) -> i32 {
     guard(|| {
         non_null(out, "out")?;
         let b = Box::new(ibex_options { map: serde_json::Map::new() });
-        unsafe { *out = Box::into_raw(b) };
+        *out = Box::into_raw(b);
         Ok(())
     })
 }

@@ -19,4 +19,4 @@ pub use self::heatmap::Heatmap;
 pub use self::image::{ChannelLayout, ImageView, PixelType, RgbImage, MAX_PIXELS};
 pub use self::overlay::{overlay, write_png};
 pub use self::preprocess::{ClipPreprocessor, Preprocessed};
-pub use self::resize::resize_bicubic;
+pub use self::resize::{resize_bicubic, resize_bicubic_with, PassOrder};

@@ -2,6 +2,13 @@
 //! bicubic resize of the shortest edge (Pillow's resampling, see [`super::resize`]), centre
 //! crop (zero-padding images smaller than the crop), rescale and per-channel normalisation,
 //! giving a CHW `f32` tensor.
+//!
+//! 8-bit images (the usual case: transformers hands Pillow a `uint8` image) are resized with
+//! Pillow's 8-bit fixed-point arithmetic, so the model input matches the Python pipeline
+//! exactly; 16-bit and float images are resized in floating point without intermediate
+//! rounding. The resize uses current Pillow's (13.x) pass order (see
+//! [`super::resize::PassOrder`]); it differs from Pillow 12's only for images more than twice
+//! as tall as wide, by a few 8-bit levels.
 
 use std::path::Path;
 

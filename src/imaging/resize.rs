@@ -9,8 +9,8 @@
 //! does for mode `F`.
 //!
 //! Pillow 13 changed the pass order for images whose height shrinks much more than their width
-//! (vertical first); [`resize_bicubic`] keeps the order of Pillow up to 12.x, and
-//! [`resize_bicubic_with`] with [`PassOrder::Pillow13`] reproduces the newer rule.
+//! (vertical first); [`resize_bicubic`] follows current Pillow (13.x), and
+//! [`resize_bicubic_with`] with [`PassOrder::HorizontalFirst`] reproduces Pillow up to 12.x.
 
 use std::borrow::Cow;
 
@@ -140,13 +140,12 @@ impl Pass {
 /// rounded, so the order can change output values by a few levels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PassOrder {
-    /// Horizontal pass first, then vertical: Pillow up to 12.x, the behaviour the reference
-    /// CLIP preprocessing was run with. The default.
-    #[default]
+    /// Horizontal pass first, then vertical: Pillow up to 12.x.
     HorizontalFirst,
-    /// Pillow 13's rule: the vertical pass runs first when the height shrinks by more than
-    /// twice as many pixels as the width (`in_h - out_h > 2 * (in_w - out_w)` and
-    /// `in_h > out_h`), horizontal first otherwise.
+    /// Pillow 13's rule (current Pillow, the default): the vertical pass runs first when the
+    /// height shrinks by more than twice as many pixels as the width
+    /// (`in_h - out_h > 2 * (in_w - out_w)` and `in_h > out_h`), horizontal first otherwise.
+    #[default]
     Pillow13,
 }
 
@@ -164,10 +163,10 @@ impl PassOrder {
     }
 }
 
-/// Resizes `img` to `width × height` exactly like Pillow's (up to 12.x)
+/// Resizes `img` to `width × height` exactly like current Pillow's (13.x)
 /// `Image.resize((width, height), Image.BICUBIC)`; see [`resize_bicubic_with`].
 pub fn resize_bicubic(img: &RgbImage, width: u32, height: u32) -> RgbImage {
-    resize_bicubic_with(img, width, height, PassOrder::HorizontalFirst)
+    resize_bicubic_with(img, width, height, PassOrder::default())
 }
 
 /// Resizes `img` to `width × height` like Pillow's `Image.resize((width, height),
@@ -420,7 +419,8 @@ mod tests {
         // Resample.c, which matches Pillow 13 on every single-pass and horizontal-first case.
         let out = resize_bicubic_with(&img, 13, 2, PassOrder::Pillow13);
         assert_eq!(channel(&out, 1), PILLOW13_9X7_TO_13X2_G.to_vec());
-        let out = resize_bicubic(&img, 13, 2);
+        assert_eq!(channel(&resize_bicubic(&img, 13, 2), 1), PILLOW13_9X7_TO_13X2_G.to_vec());
+        let out = resize_bicubic_with(&img, 13, 2, PassOrder::HorizontalFirst);
         assert_eq!(channel(&out, 1), PILLOW12_9X7_TO_13X2_G.to_vec());
     }
 
