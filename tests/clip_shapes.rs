@@ -42,7 +42,7 @@ fn vit_geometries_load_and_explain() {
         let b = ClipBundle::load(tmp.path(), &Device::Cpu).unwrap();
         assert_eq!(b.model.config.vision.grid(), grid, "{name}");
         assert_eq!(b.model.vision.depth(), vl);
-        let cfg = M2ibConfig { steps: 2, samples: 2, ..Default::default() };
+        let cfg = M2ibConfig::default().merged(&serde_json::json!({"steps": 2, "samples": 2})).unwrap();
         let (lv, lt) = cfg.resolve_layers(&b.model).unwrap();
         assert_eq!((lv, lt), (default_layer(vl), default_layer(tl)));
         // a non-square photo-sized input goes through resize + centre crop

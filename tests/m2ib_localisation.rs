@@ -21,7 +21,7 @@ fn pointing_and_energy_at_least_the_official_minus_two_points() {
     let (mut hits, mut energy, mut n) = (0usize, 0f64, 0usize);
     for (i, c) in cases.as_array().unwrap().iter().enumerate() {
         let img = RgbImage::load(&clip_dir().join("bench").join(c["file"].as_str().unwrap())).unwrap();
-        let cfg = M2ibConfig { vision_layer: Some(1), text_layer: Some(1), beta: 1.0, seed: i as u64, ..Default::default() };
+        let cfg = M2ibConfig::default().merged(&serde_json::json!({"layer": 1, "beta": 1.0, "seed": i})).unwrap();
         let ex = M2ib::new(cfg)
             .unwrap()
             .explain(&bundle, &img, &[c["caption"].as_str().unwrap()], &mut RunControl::default())

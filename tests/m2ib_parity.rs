@@ -30,7 +30,7 @@ fn check_terms(label: &str, ours: &[ibex::bottleneck::StepTrace], r: &std::colle
 #[test]
 fn deterministic_parity_with_official_m2ib() {
     let bundle = ClipBundle::load(&fmnist_model(), &Device::Cpu).unwrap();
-    let cfg = M2ibConfig { vision_layer: Some(1), text_layer: Some(1), beta: 1.0, ..Default::default() };
+    let cfg = M2ibConfig::default().merged(&serde_json::json!({"layer": 1, "beta": 1.0})).unwrap();
     let m2ib = M2ib::new(cfg).unwrap();
     let (mut worst_term, mut worst_map, mut min_pearson, mut worst_frac) = (0f64, 0f32, 1f64, 1f64);
     let files: Vec<String> = (0..5).map(|i| format!("case{i:03}")).chain((0..3).map(|i| format!("long{i:03}"))).collect();

@@ -19,7 +19,7 @@ fn maps_agree_with_reference_seeds_as_well_as_they_agree_with_each_other() {
         let ref_t = &r["text.capacity_tokens"];
         let (mut sv, mut st) = (Vec::new(), Vec::new());
         for seed in 0..8u64 {
-            let cfg = M2ibConfig { vision_layer: Some(1), text_layer: Some(1), beta: 1.0, seed, ..Default::default() };
+            let cfg = M2ibConfig::default().merged(&serde_json::json!({"layer": 1, "beta": 1.0, "seed": seed})).unwrap();
             let out = M2ib::new(cfg)
                 .unwrap()
                 .explain_tensors(&bundle.model, &r["pixel_values"], std::slice::from_ref(&ids), &Noise::Seeded, &mut RunControl::default())

@@ -23,43 +23,30 @@ use candle_core::{Tensor, D};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
-/// M2IB hyper-parameters. Unset layers follow the depth rule in the module docs.
+/// M2IB hyper-parameters: the bottleneck's (β, steps, lr, samples, samples_per_pass,
+/// alpha_init; see [`BottleneckSettings`]) plus where the bottlenecks sit and the noise seed.
+/// Unset layers follow the depth rule in the module docs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
 pub struct M2ibConfig {
     /// Bottleneck on the output of this vision layer (0-based). Earlier layers give coarser,
     /// more object-like maps; later layers more token-specific ones.
     pub vision_layer: Option<usize>,
     /// Bottleneck on the output of this text layer (0-based).
     pub text_layer: Option<usize>,
-    /// Compression weight: larger β keeps less information (sparser maps).
-    pub beta: f64,
-    /// Optimisation steps.
-    pub steps: usize,
-    /// Adam learning rate on α.
-    pub lr: f64,
-    /// Noise samples per step.
-    pub samples: usize,
-    /// At most this many samples per forward/backward pass (0 = all): caps memory.
-    pub samples_per_pass: usize,
-    /// Initial α.
-    pub alpha_init: f64,
     /// Seed of the noise: same seed, same maps.
     pub seed: u64,
+    #[serde(flatten)]
+    pub bottleneck: BottleneckSettings,
 }
 
 impl Default for M2ibConfig {
+    /// The official implementation's settings.
     fn default() -> Self {
         M2ibConfig {
             vision_layer: None,
             text_layer: None,
-            beta: 0.1,
-            steps: 10,
-            lr: 1.0,
-            samples: 10,
-            samples_per_pass: 0,
-            alpha_init: 5.0,
             seed: 0,
+            bottleneck: BottleneckSettings { beta: 0.1, steps: 10, lr: 1.0, samples: 10, samples_per_pass: 0, alpha_init: 5.0 },
         }
     }
 }
@@ -80,20 +67,20 @@ impl M2ibConfig {
         };
         let mut base = serde_json::to_value(self).expect("config serialises");
         let map = base.as_object_mut().expect("object");
+        let known = format!("known options: layer, {}", map.keys().cloned().collect::<Vec<_>>().join(", "));
         for (k, v) in obj {
             if k == "layer" {
                 map.insert("vision_layer".into(), v.clone());
                 map.insert("text_layer".into(), v.clone());
-            } else {
+            } else if map.contains_key(k) {
                 map.insert(k.clone(), v.clone());
+            } else {
+                return Err(Error::invalid(format!("unknown M2IB option '{k}' ({known})")));
             }
         }
-        let cfg: M2ibConfig = serde_json::from_value(base).map_err(|e| {
-            Error::invalid(format!(
-                "M2IB option: {e} (known options: layer, vision_layer, text_layer, beta, steps, lr, samples, samples_per_pass, alpha_init, seed)"
-            ))
-        })?;
-        cfg.settings().validate()?;
+        let cfg: M2ibConfig =
+            serde_json::from_value(base).map_err(|e| Error::invalid(format!("M2IB option: {e}")))?;
+        cfg.bottleneck.validate()?;
         Ok(cfg)
     }
 
@@ -102,18 +89,6 @@ impl M2ibConfig {
         match &bundle.recommended.m2ib {
             Some(v) => M2ibConfig::default().merged(v),
             None => Ok(M2ibConfig::default()),
-        }
-    }
-
-    /// The bottleneck part of the settings.
-    pub fn settings(&self) -> BottleneckSettings {
-        BottleneckSettings {
-            beta: self.beta,
-            steps: self.steps,
-            lr: self.lr,
-            samples: self.samples,
-            samples_per_pass: self.samples_per_pass,
-            alpha_init: self.alpha_init,
         }
     }
 
@@ -227,13 +202,13 @@ pub struct RawCaption {
 
 impl M2ib {
     pub fn new(config: M2ibConfig) -> Result<Self> {
-        config.settings().validate()?;
+        config.bottleneck.validate()?;
         Ok(M2ib { config })
     }
 
     /// Steps one call will report to a progress callback.
     pub fn total_steps(&self, captions: usize) -> u32 {
-        (2 * self.config.steps * captions) as u32
+        (2 * self.config.bottleneck.steps * captions) as u32
     }
 
     /// Core M2IB on model inputs: normalised pixels `[1, 3, S, S]` and token ids per caption.
@@ -263,7 +238,7 @@ impl M2ib {
         }
         finite(pixels, "the input image")?;
         let (lv, lt) = self.config.resolve_layers(model)?;
-        let settings = self.config.settings();
+        let settings = &self.config.bottleneck;
         counter.control.check()?;
         let vemb = model.embed_image(pixels)?;
         let hv = model.vision.forward_until(&vemb, lv)?;
@@ -288,9 +263,9 @@ impl M2ib {
                 })
             };
             let vobj = CosineToTarget { tower: &model.vision, layer: lv, pool: 0, target: text_unit.clone() };
-            let v = bottleneck::optimise(&hv, &settings, &vobj, source(Modality::Vision)?.as_mut(), counter)?;
+            let v = bottleneck::optimise(&hv, settings, &vobj, source(Modality::Vision)?.as_mut(), counter)?;
             let tobj = CosineToTarget { tower: &model.text, layer: lt, pool, target: image_unit.clone() };
-            let t = bottleneck::optimise(&ht, &settings, &tobj, source(Modality::Text)?.as_mut(), counter)?;
+            let t = bottleneck::optimise(&ht, settings, &tobj, source(Modality::Text)?.as_mut(), counter)?;
             out.push(RawCaption {
                 vision_capacity: v.capacity,
                 text_capacity: t.capacity,
@@ -371,5 +346,31 @@ impl M2ib {
             });
         }
         Ok(results)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn options_merge_over_defaults_with_clear_errors() {
+        let d = M2ibConfig::default();
+        assert_eq!((d.bottleneck.beta, d.bottleneck.steps, d.bottleneck.samples), (0.1, 10, 10));
+        let c = d.merged(&json!({"layer": 3, "text_layer": 1, "beta": 2, "seed": 9})).unwrap();
+        assert_eq!((c.vision_layer, c.text_layer, c.bottleneck.beta, c.seed), (Some(3), Some(1), 2.0, 9));
+        let e = d.merged(&json!({"betta": 1.0})).unwrap_err().to_string();
+        assert!(e.contains("'betta'") && e.contains("beta") && e.contains("samples_per_pass"), "{e}");
+        let e = d.merged(&json!({"steps": "ten"})).unwrap_err().to_string();
+        assert!(e.contains("invalid type"), "{e}");
+        assert!(d.merged(&json!({"steps": 0})).unwrap_err().to_string().contains("steps"));
+        assert!(d.merged(&json!({"lr": -1})).is_err());
+        assert!(d.merged(&json!([1, 2])).is_err());
+        assert_eq!(d.merged(&serde_json::Value::Null).unwrap(), d);
+        // the flattened JSON form is what reports show
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["beta"], 2.0);
+        assert_eq!(v["vision_layer"], 3);
     }
 }

@@ -140,3 +140,30 @@ pub extern "C" fn ibex_status_string(status: i32) -> *const c_char {
     };
     s.as_ptr() as *const c_char
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CStr;
+
+    fn last() -> String {
+        unsafe { CStr::from_ptr(ibex_last_error_message()) }.to_string_lossy().into_owned()
+    }
+
+    #[test]
+    fn guard_turns_errors_and_panics_into_statuses() {
+        assert_eq!(guard(|| Ok(())), IBEX_OK);
+        assert_eq!(last(), "");
+        assert_eq!(guard(|| Err(Error::Cancelled.into())), IBEX_ERR_CANCELLED);
+        assert!(last().contains("cancelled"));
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let st = guard(|| panic!("boom {}", 7));
+        std::panic::set_hook(prev);
+        assert_eq!(st, IBEX_ERR_PANIC);
+        assert!(last().contains("boom 7"), "{}", last());
+        // messages are per thread
+        std::thread::spawn(|| assert_eq!(last(), "")).join().unwrap();
+        assert_eq!(guard_value(5, || -> i32 { panic!("x") }), 5);
+    }
+}

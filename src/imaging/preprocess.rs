@@ -380,23 +380,7 @@ mod tests {
         p
     }
 
-    /// The 8-bit test pattern also used for the Pillow comparisons in `resize`.
-    fn pattern(w: u32, h: u32) -> RgbImage {
-        let mut data = Vec::new();
-        for y in 0..h {
-            for x in 0..w {
-                for c in 0..3 {
-                    data.push(((x * 37 + y * 91 + c * 53 + x * y * 7) % 256) as f32);
-                }
-            }
-        }
-        RgbImage {
-            width: w,
-            height: h,
-            data,
-            eight_bit: true,
-        }
-    }
+    use crate::imaging::resize::tests::pattern;
 
     #[test]
     fn parses_old_and_new_configs() {

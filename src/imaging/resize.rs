@@ -263,7 +263,7 @@ fn vertical_pass(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn row(values: &[[f32; 3]], eight_bit: bool) -> RgbImage {
@@ -279,8 +279,8 @@ mod tests {
         img.data.iter().skip(c).step_by(3).copied().collect()
     }
 
-    /// A deterministic 8-bit test pattern.
-    fn pattern(w: u32, h: u32) -> RgbImage {
+    /// A deterministic 8-bit test pattern (also used by the preprocessing tests).
+    pub(crate) fn pattern(w: u32, h: u32) -> RgbImage {
         let mut data = Vec::new();
         for y in 0..h {
             for x in 0..w {
