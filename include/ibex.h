@@ -403,6 +403,14 @@ int32_t ibex_result_token(const struct ibex_result *result,
 // Pointers valid.
 int32_t ibex_result_json(const struct ibex_result *result, const char **out);
 
+// Where the image maps lie on the ORIGINAL image: writes `x0, y0, x1, y1` (pixel edges; the
+// rectangle may reach outside the image where preprocessing padded it) to `out[0..4]`. Draw an
+// image map stretched over this rectangle to overlay it on the original.
+//
+// # Safety
+// `result` valid; `out` points to 4 floats.
+int32_t ibex_result_source_region(const struct ibex_result *result, float *out);
+
 // The message of the last failed ibex call on this thread (empty after a success). Valid until
 // the next ibex call on the same thread; never NULL.
 const char *ibex_last_error_message(void);

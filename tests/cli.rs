@@ -31,6 +31,7 @@ fn readme_command_writes_overlay_and_json() {
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&js).unwrap()).unwrap();
     assert_eq!(v["method"], "m2ib");
     assert_eq!(v["image"]["width"], 64);
+    assert_eq!(v["image"]["source_region"], serde_json::json!([0.0, 0.0, 64.0, 64.0]));
     assert_eq!(v["image"]["heatmap"].as_array().unwrap().len(), 64 * 64);
     let texts = v["text"].as_array().unwrap();
     assert_eq!(texts.len(), 2);

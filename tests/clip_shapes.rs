@@ -51,6 +51,9 @@ fn vit_geometries_load_and_explain() {
         let c = &ex.captions[0];
         assert_eq!((c.image_capacity.width, c.image_capacity.height), (grid as u32, grid as u32), "{name}");
         assert_eq!((c.image_map.width, c.image_map.height), (image as u32, image as u32), "{name}");
+        // 300x200 -> short edge 200 becomes `image`; the crop keeps the middle 200x200 of the original
+        let r = ex.source_region;
+        assert!((r[0] - 50.0).abs() < 0.5 && r[1].abs() < 1e-3 && (r[2] - 250.0).abs() < 0.5 && (r[3] - 200.0).abs() < 1e-3, "{name}: {r:?}");
         assert_eq!(c.text_scores.len(), 7);
         assert!(c.image_capacity.data.iter().all(|v| v.is_finite() && *v >= 0.0));
     }

@@ -266,6 +266,9 @@ fn bad_explain_inputs_give_clear_errors_and_cancellation_works() {
         assert_eq!(CStr::from_ptr(tok).to_str().unwrap(), "sandal");
         assert_eq!(ibex_result_token(r, 0, 99, &mut tok, &mut score), IBEX_ERR_OUT_OF_RANGE);
         assert_eq!(ibex_result_token(r, 3, 0, &mut tok, &mut score), IBEX_ERR_OUT_OF_RANGE);
+        let mut region = [0f32; 4];
+        assert_eq!(ibex_result_source_region(r, region.as_mut_ptr()), IBEX_OK);
+        assert_eq!(region, [0.0, 0.0, 64.0, 64.0]);
         let mut json = null();
         assert_eq!(ibex_result_json(r, &mut json), IBEX_OK);
         let v: serde_json::Value = serde_json::from_str(CStr::from_ptr(json).to_str().unwrap()).unwrap();

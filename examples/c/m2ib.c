@@ -84,6 +84,9 @@ int main(int argc, char **argv) {
     float sim = 0;
     uint32_t ntok = 0, nmaps = 0;
     CHECK(ibex_result_similarity(result, 0, &sim));
+    float region[4];
+    CHECK(ibex_result_source_region(result, region));
+    printf("maps cover [%.1f, %.1f) x [%.1f, %.1f) of the original image\n", region[0], region[2], region[1], region[3]);
     CHECK(ibex_result_token_count(result, 0, &ntok));
     printf("caption \"%s\": image-text cosine %.4f, %u progress calls\n", caption, sim, calls);
     for (uint32_t i = 0; i < ntok; i++) {

@@ -228,6 +228,7 @@ fn json_report(ex: &M2ibExplanation, model: &Path, device: &str) -> serde_json::
             "width": ex.image.width,
             "height": ex.image.height,
             "heatmap": first.image_map.data,
+            "source_region": ex.source_region,
         },
         "text": texts,
         "config": ex.config,

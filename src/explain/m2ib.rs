@@ -137,6 +137,8 @@ pub struct CaptionExplanation {
 pub struct M2ibExplanation {
     /// The preprocessed image (resized and cropped, 0..255), what the maps refer to.
     pub image: RgbImage,
+    /// Where the maps lie on the original image: `[x0, y0, x1, y1]` in its pixels.
+    pub source_region: [f32; 4],
     pub captions: Vec<CaptionExplanation>,
     /// The settings used, with layers resolved.
     pub config: M2ibConfig,
@@ -340,6 +342,7 @@ impl M2ib {
             log::debug!("M2IB image {i}: {} captions in {:.0} ms", out.len(), start.elapsed().as_secs_f64() * 1e3);
             results.push(M2ibExplanation {
                 image: pre.image,
+                source_region: pre.source_region,
                 captions: out,
                 config: config.clone(),
                 elapsed_ms: start.elapsed().as_secs_f64() * 1e3,

@@ -50,6 +50,8 @@ pub struct Explanation {
     pub texts: Vec<TextResult>,
     /// The preprocessed image the maps refer to.
     pub image: RgbImage,
+    /// Where the maps lie on the original image: `[x0, y0, x1, y1]` in its pixels.
+    pub source_region: [f32; 4],
     /// The settings used (JSON).
     pub config: serde_json::Value,
     pub elapsed_ms: f64,
@@ -88,6 +90,7 @@ impl From<M2ibExplanation> for Explanation {
             maps,
             texts,
             image: ex.image,
+            source_region: ex.source_region,
             config: serde_json::to_value(&ex.config).unwrap_or_default(),
             elapsed_ms: ex.elapsed_ms,
         }

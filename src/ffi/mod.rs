@@ -26,11 +26,12 @@ pub const IBEX_ABI_VERSION: u32 = 1;
 /// The ABI version this library was built with (compare with `IBEX_ABI_VERSION`).
 #[no_mangle]
 pub extern "C" fn ibex_abi_version() -> u32 {
-    IBEX_ABI_VERSION
+    status::guard_value(IBEX_ABI_VERSION, || IBEX_ABI_VERSION)
 }
 
 /// The library version and commit, e.g. `"0.1.0+1a2b3c4d5e"` (static string).
 #[no_mangle]
 pub extern "C" fn ibex_version_string() -> *const c_char {
-    concat!(env!("CARGO_PKG_VERSION"), "+", env!("IBEX_BUILD_COMMIT"), "\0").as_ptr() as *const c_char
+    const V: &str = concat!(env!("CARGO_PKG_VERSION"), "+", env!("IBEX_BUILD_COMMIT"), "\0");
+    status::guard_value(V.as_ptr() as *const c_char, || V.as_ptr() as *const c_char)
 }

@@ -23,7 +23,7 @@ impl ibex_result {
             "texts": ex.texts,
             "config": ex.config,
             "elapsed_ms": ex.elapsed_ms,
-            "image": { "width": ex.image.width, "height": ex.image.height },
+            "image": { "width": ex.image.width, "height": ex.image.height, "source_region": ex.source_region },
         })
         .to_string());
         ibex_result { ex, names, tokens, json }
@@ -252,6 +252,22 @@ pub unsafe extern "C" fn ibex_result_json(result: *const ibex_result, out: *mut 
         non_null(result, "result")?;
         non_null(out, "out")?;
         *out = (*result).json.as_ptr();
+        Ok(())
+    })
+}
+
+/// Where the image maps lie on the ORIGINAL image: writes `x0, y0, x1, y1` (pixel edges; the
+/// rectangle may reach outside the image where preprocessing padded it) to `out[0..4]`. Draw an
+/// image map stretched over this rectangle to overlay it on the original.
+///
+/// # Safety
+/// `result` valid; `out` points to 4 floats.
+#[no_mangle]
+pub unsafe extern "C" fn ibex_result_source_region(result: *const ibex_result, out: *mut f32) -> i32 {
+    guard(|| {
+        non_null(result, "result")?;
+        non_null(out, "out")?;
+        std::ptr::copy_nonoverlapping((*result).ex.source_region.as_ptr(), out, 4);
         Ok(())
     })
 }

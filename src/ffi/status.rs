@@ -116,13 +116,17 @@ pub(crate) unsafe fn c_str<'a>(p: *const c_char, name: &str) -> FfiResult<&'a st
 /// the next ibex call on the same thread; never NULL.
 #[no_mangle]
 pub extern "C" fn ibex_last_error_message() -> *const c_char {
-    LAST_ERROR.with(|e| e.borrow().as_ptr())
+    guard_value(c"".as_ptr(), || LAST_ERROR.with(|e| e.borrow().as_ptr()))
 }
 
 /// A static description of a status code (never NULL).
 #[no_mangle]
 pub extern "C" fn ibex_status_string(status: i32) -> *const c_char {
-    let s: &'static [u8] = match status {
+    guard_value(c"unknown status".as_ptr(), || status_text(status).as_ptr() as *const c_char)
+}
+
+fn status_text(status: i32) -> &'static [u8] {
+    match status {
         IBEX_OK => b"ok\0",
         IBEX_ERR_INVALID_ARGUMENT => b"invalid argument\0",
         IBEX_ERR_NULL_POINTER => b"null pointer\0",
@@ -137,8 +141,7 @@ pub extern "C" fn ibex_status_string(status: i32) -> *const c_char {
         IBEX_ERR_OUT_OF_RANGE => b"index out of range\0",
         IBEX_ERR_PANIC => b"internal error (panic)\0",
         _ => b"unknown status\0",
-    };
-    s.as_ptr() as *const c_char
+    }
 }
 
 #[cfg(test)]

@@ -64,6 +64,10 @@ pub struct Preprocessed {
     pub pixel_values: Vec<f32>,
     /// The resized and cropped image on the 0..=255 scale, before rescaling (for overlays).
     pub image: RgbImage,
+    /// The rectangle `[x0, y0, x1, y1]` of the ORIGINAL image (pixel edges, may reach outside
+    /// it where the crop pads) that the model input covers: place a map there to show it over
+    /// the original.
+    pub source_region: [f32; 4],
 }
 
 impl ClipPreprocessor {
@@ -297,6 +301,19 @@ impl ClipPreprocessor {
         } else {
             resize_bicubic(img, rw, rh)
         };
+        let (sx, sy) = (f64::from(w) / f64::from(rw), f64::from(h) / f64::from(rh));
+        let source_region = if self.do_center_crop {
+            let left = (i64::from(rw) - i64::from(self.crop_width)).div_euclid(2) as f64;
+            let top = (i64::from(rh) - i64::from(self.crop_height)).div_euclid(2) as f64;
+            [
+                (left * sx) as f32,
+                (top * sy) as f32,
+                ((left + f64::from(self.crop_width)) * sx) as f32,
+                ((top + f64::from(self.crop_height)) * sy) as f32,
+            ]
+        } else {
+            [0.0, 0.0, w as f32, h as f32]
+        };
         let image = if self.do_center_crop {
             center_crop(&resized, self.crop_width, self.crop_height)
         } else {
@@ -330,6 +347,7 @@ impl ClipPreprocessor {
             height: oh,
             pixel_values,
             image,
+            source_region,
         })
     }
 }
@@ -381,6 +399,21 @@ mod tests {
     }
 
     use crate::imaging::resize::tests::pattern;
+
+    #[test]
+    fn source_region_maps_the_crop_back_to_the_original() {
+        let pp = ClipPreprocessor::for_image_size(224);
+        // 640x480 -> 298x224, crop 224 from x = 37: original x in [37, 261) * 640/298
+        let out = pp.preprocess(&pattern(640, 480)).unwrap();
+        let s = 640.0 / 298.0;
+        let want = [37.0 * s, 0.0, 261.0 * s, 480.0];
+        for (a, b) in out.source_region.iter().zip(want) {
+            assert!((a - b).abs() < 1e-3, "{:?} vs {want:?}", out.source_region);
+        }
+        // already the input size: the whole image
+        let pp = ClipPreprocessor::for_image_size(64);
+        assert_eq!(pp.preprocess(&pattern(64, 64)).unwrap().source_region, [0.0, 0.0, 64.0, 64.0]);
+    }
 
     #[test]
     fn parses_old_and_new_configs() {
