@@ -32,8 +32,14 @@ fn bench(c: &mut Criterion) {
     let m2ib = M2ib::new(M2ibConfig::default()).unwrap();
     g.bench_function("vit-b32-random", |b| {
         b.iter(|| {
-            m2ib.explain_tensors(&model, &pixels, std::slice::from_ref(&ids), &Noise::Seeded, &mut RunControl::default())
-                .unwrap()
+            m2ib.explain_tensors(
+                &model,
+                &pixels,
+                std::slice::from_ref(&ids),
+                &Noise::Seeded,
+                &mut RunControl::default(),
+            )
+            .unwrap()
         })
     });
     g.finish();

@@ -14,8 +14,7 @@ pub fn parse_device(spec: &str) -> Result<Device> {
     let ordinal = if s == "cuda" || s == "gpu" {
         0
     } else if let Some(n) = s.strip_prefix("cuda:") {
-        n.parse::<usize>()
-            .map_err(|_| Error::invalid(format!("device '{spec}': expected cuda:N with N a number")))?
+        n.parse::<usize>().map_err(|_| Error::invalid(format!("device '{spec}': expected cuda:N with N a number")))?
     } else {
         return Err(Error::invalid(format!("unknown device '{spec}': use cpu, cuda or cuda:N")));
     };

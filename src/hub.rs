@@ -30,7 +30,10 @@ fn looks_like_hf_id(s: &str) -> bool {
     !s.is_empty()
         && parts.len() <= 2
         && parts.iter().all(|p| {
-            !p.is_empty() && *p != "." && *p != ".." && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            !p.is_empty()
+                && *p != "."
+                && *p != ".."
+                && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         })
 }
 
@@ -126,10 +129,16 @@ pub fn resolve_model(arg: &str) -> Result<PathBuf> {
         cache.display()
     );
     if offline() {
-        return Err(Error::NotFound(format!("model '{arg}' is not in the Hugging Face cache {} and downloads are off (HF_HUB_OFFLINE): {how}", cache.display())));
+        return Err(Error::NotFound(format!(
+            "model '{arg}' is not in the Hugging Face cache {} and downloads are off (HF_HUB_OFFLINE): {how}",
+            cache.display()
+        )));
     }
     download(&cache, arg).map_err(|e| {
-        Error::NotFound(format!("model '{arg}' is not in the Hugging Face cache {} and could not be downloaded ({e}): {how}", cache.display()))
+        Error::NotFound(format!(
+            "model '{arg}' is not in the Hugging Face cache {} and could not be downloaded ({e}): {how}",
+            cache.display()
+        ))
     })
 }
 

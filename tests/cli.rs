@@ -14,7 +14,16 @@ fn readme_command_writes_overlay_and_json() {
     let png = tmp.path().join("sandal.png");
     let js = tmp.path().join("out.json");
     let out = ibex()
-        .args(["m2ib", "--image", "examples/images/four_items.png", "--text", "a sandal", "--text", "a dress", "--overlay"])
+        .args([
+            "m2ib",
+            "--image",
+            "examples/images/four_items.png",
+            "--text",
+            "a sandal",
+            "--text",
+            "a dress",
+            "--overlay",
+        ])
         .arg(&png)
         .arg("--json")
         .arg(&js)
@@ -50,7 +59,21 @@ fn flags_override_the_model_recommendation_and_errors_are_clear() {
     let tmp = tempfile::tempdir().unwrap();
     let js = tmp.path().join("o.json");
     let out = ibex()
-        .args(["m2ib", "--image", "examples/images/four_items.png", "--text", "a sandal", "--layer", "2", "--beta", "0.5", "--steps", "3", "--quiet", "--json"])
+        .args([
+            "m2ib",
+            "--image",
+            "examples/images/four_items.png",
+            "--text",
+            "a sandal",
+            "--layer",
+            "2",
+            "--beta",
+            "0.5",
+            "--steps",
+            "3",
+            "--quiet",
+            "--json",
+        ])
         .arg(&js)
         .output()
         .unwrap();

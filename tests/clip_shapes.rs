@@ -53,9 +53,15 @@ fn vit_geometries_load_and_explain() {
         assert_eq!((c.image_map.width, c.image_map.height), (image as u32, image as u32), "{name}");
         // 300x200 -> short edge 200 becomes `image`; the crop keeps the middle 200x200 of the original
         let r = ex.source_region;
-        assert!((r[0] - 50.0).abs() < 0.5 && r[1].abs() < 1e-3 && (r[2] - 250.0).abs() < 0.5 && (r[3] - 200.0).abs() < 1e-3, "{name}: {r:?}");
+        assert!(
+            (r[0] - 50.0).abs() < 0.5 && r[1].abs() < 1e-3 && (r[2] - 250.0).abs() < 0.5 && (r[3] - 200.0).abs() < 1e-3,
+            "{name}: {r:?}"
+        );
         assert_eq!(c.text_scores.len(), 7);
         assert!(c.image_capacity.data.iter().all(|v| v.is_finite() && *v >= 0.0));
     }
-    assert_eq!((default_layer(12), default_layer(24), default_layer(6), default_layer(4), default_layer(1)), (9, 19, 4, 2, 0));
+    assert_eq!(
+        (default_layer(12), default_layer(24), default_layer(6), default_layer(4), default_layer(1)),
+        (9, 19, 4, 2, 0)
+    );
 }

@@ -112,7 +112,11 @@ fn bad_model_inputs_give_clear_errors() {
     // weights that do not match config.json: the message names the tensor
     std::fs::write(tmp.path().join("model.safetensors"), &real).unwrap();
     let cfg = std::fs::read_to_string(tmp.path().join("config.json")).unwrap();
-    std::fs::write(tmp.path().join("config.json"), cfg.replace("\"intermediate_size\": 512", "\"intermediate_size\": 256")).unwrap();
+    std::fs::write(
+        tmp.path().join("config.json"),
+        cfg.replace("\"intermediate_size\": 512", "\"intermediate_size\": 256"),
+    )
+    .unwrap();
     let (st, _) = load(tmp.path());
     assert_eq!(st, IBEX_ERR_FORMAT, "{}", msg());
     assert!(msg().contains("fc1.weight") && msg().contains("[512, 128]"), "{}", msg());
@@ -354,7 +358,8 @@ fn log_callback_receives_messages() {
     assert_eq!(ibex_set_log_callback(None, IBEX_LOG_INFO, null_mut()), IBEX_OK);
     let seen = SEEN.lock().unwrap();
     assert!(
-        seen.iter().any(|(l, m)| *l == IBEX_LOG_INFO && m.contains("loaded CLIP model") && m.contains("8x8 patch grid")),
+        seen.iter()
+            .any(|(l, m)| *l == IBEX_LOG_INFO && m.contains("loaded CLIP model") && m.contains("8x8 patch grid")),
         "{seen:?}"
     );
     assert!(seen.iter().all(|(l, _)| *l <= IBEX_LOG_INFO), "debug messages filtered out: {seen:?}");
@@ -378,13 +383,23 @@ fn batch_of_images_in_one_call_matches_single_calls() {
             }
         }
     }
-    let view2 = ibex_image_view { row_stride: stride as u32, data: flipped.as_ptr() as *const c_void, data_len: flipped.len(), ..view };
+    let view2 = ibex_image_view {
+        row_stride: stride as u32,
+        data: flipped.as_ptr() as *const c_void,
+        data_len: flipped.len(),
+        ..view
+    };
     let single: Vec<Vec<f32>> = [&view, &view2].iter().map(|v| image_map(e, v, "a sandal")).collect();
     let views = [view2, view];
     let mut out = [null_mut(); 2];
     let c = cs("a sandal");
     unsafe {
-        assert_eq!(ibex_explain_batch(e, views.as_ptr(), 2, &target(&c), null(), out.as_mut_ptr()), IBEX_OK, "{}", msg());
+        assert_eq!(
+            ibex_explain_batch(e, views.as_ptr(), 2, &target(&c), null(), out.as_mut_ptr()),
+            IBEX_OK,
+            "{}",
+            msg()
+        );
         for (r, want) in out.iter().zip([&single[1], &single[0]]) {
             let mut p = null();
             let mut n = 0usize;
@@ -394,9 +409,15 @@ fn batch_of_images_in_one_call_matches_single_calls() {
         }
         assert_ne!(single[0], single[1]);
         let bad = [view, ibex_image_view { data_len: 3, ..view }];
-        assert_eq!(ibex_explain_batch(e, bad.as_ptr(), 2, &target(&c), null(), out.as_mut_ptr()), IBEX_ERR_INVALID_ARGUMENT);
+        assert_eq!(
+            ibex_explain_batch(e, bad.as_ptr(), 2, &target(&c), null(), out.as_mut_ptr()),
+            IBEX_ERR_INVALID_ARGUMENT
+        );
         assert!(msg().starts_with("image 1:"), "{}", msg());
-        assert_eq!(ibex_explain_batch(e, bad.as_ptr(), 0, &target(&c), null(), out.as_mut_ptr()), IBEX_ERR_INVALID_ARGUMENT);
+        assert_eq!(
+            ibex_explain_batch(e, bad.as_ptr(), 0, &target(&c), null(), out.as_mut_ptr()),
+            IBEX_ERR_INVALID_ARGUMENT
+        );
         ibex_explainer_free(e);
         ibex_image_free(img);
         ibex_model_free(model);

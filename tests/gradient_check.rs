@@ -74,7 +74,12 @@ fn check_suffix(model: &ClipModel, tower: &Tower, layer: usize, tokens: usize, p
         if fd.abs() > 1e-6 {
             nonzero += 1;
         }
-        assert!(err < 1e-6, "{:?} layer {layer} coordinate {i}: finite difference {fd}, backward {}", tower.modality, g[i]);
+        assert!(
+            err < 1e-6,
+            "{:?} layer {layer} coordinate {i}: finite difference {fd}, backward {}",
+            tower.modality,
+            g[i]
+        );
     }
     // with no block after the tap only the pooled token reaches the embedding
     let want = if layer + 1 < tower.depth() { 20 } else { 2 };

@@ -59,7 +59,12 @@ fn cache_layout_env_precedence_and_offline_error() {
     let e = resolve_model("openai/clip-vit-base-patch32").unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, ibex::Error::NotFound(_)), "{msg}");
-    for want in ["openai/clip-vit-base-patch32", "model.safetensors", "models--openai--clip-vit-base-patch32", cache.to_str().unwrap()] {
+    for want in [
+        "openai/clip-vit-base-patch32",
+        "model.safetensors",
+        "models--openai--clip-vit-base-patch32",
+        cache.to_str().unwrap(),
+    ] {
         assert!(msg.contains(want), "missing {want:?} in: {msg}");
     }
     // not an id and not a directory

@@ -46,7 +46,13 @@ fn pointing_and_energy_at_least_the_official_minus_two_points() {
     let energy = energy / n as f64;
     let ref_p = official["chosen_summary"]["map_64"]["pointing"].as_f64().unwrap();
     let ref_e = official["chosen_summary"]["map_64"]["energy"].as_f64().unwrap();
-    eprintln!("localisation over {n} cases: pointing {:.1}% (official {:.1}%), energy {:.1}% (official {:.1}%)", pointing * 100.0, ref_p * 100.0, energy * 100.0, ref_e * 100.0);
+    eprintln!(
+        "localisation over {n} cases: pointing {:.1}% (official {:.1}%), energy {:.1}% (official {:.1}%)",
+        pointing * 100.0,
+        ref_p * 100.0,
+        energy * 100.0,
+        ref_e * 100.0
+    );
     assert_eq!(n, 100);
     assert!(pointing >= ref_p - 0.02, "pointing {pointing} < official {ref_p} - 0.02");
     assert!(energy >= ref_e - 0.02, "energy {energy} < official {ref_e} - 0.02");

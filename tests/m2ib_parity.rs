@@ -9,7 +9,12 @@ use ibex::imaging::heatmap::Heatmap;
 use ibex::models::clip::ClipBundle;
 use ibex::RunControl;
 
-fn check_terms(label: &str, ours: &[ibex::bottleneck::StepTrace], r: &std::collections::HashMap<String, candle_core::Tensor>, m: &str) -> f64 {
+fn check_terms(
+    label: &str,
+    ours: &[ibex::bottleneck::StepTrace],
+    r: &std::collections::HashMap<String, candle_core::Tensor>,
+    m: &str,
+) -> f64 {
     let mut worst = 0f64;
     for (term, get) in [
         ("compression", (|s: &ibex::bottleneck::StepTrace| s.compression) as fn(&_) -> f32),
@@ -32,8 +37,10 @@ fn deterministic_parity_with_official_m2ib() {
     let bundle = ClipBundle::load(&fmnist_model(), &Device::Cpu).unwrap();
     let cfg = M2ibConfig::default().merged(&serde_json::json!({"layer": 1, "beta": 1.0})).unwrap();
     let m2ib = M2ib::new(cfg).unwrap();
-    let (mut worst_term, mut worst_map, mut min_pearson, mut worst_frac, mut worst_elem) = (0f64, 0f32, 1f64, 1f64, 0f32);
-    let files: Vec<String> = (0..5).map(|i| format!("case{i:03}")).chain((0..3).map(|i| format!("long{i:03}"))).collect();
+    let (mut worst_term, mut worst_map, mut min_pearson, mut worst_frac, mut worst_elem) =
+        (0f64, 0f32, 1f64, 1f64, 0f32);
+    let files: Vec<String> =
+        (0..5).map(|i| format!("case{i:03}")).chain((0..3).map(|i| format!("long{i:03}"))).collect();
     for f in &files {
         let r = load_st(&format!("m2ib_deterministic/{f}.safetensors"));
         let ids = ids(&r["input_ids"]);
@@ -53,7 +60,8 @@ fn deterministic_parity_with_official_m2ib() {
             assert!(p >= 0.9999, "{f} {key}: Pearson {p}");
             min_pearson = min_pearson.min(p);
         }
-        for (ours, key) in [(&out.vision_capacity, "vision.capacity_full"), (&out.text_capacity, "text.capacity_full")] {
+        for (ours, key) in [(&out.vision_capacity, "vision.capacity_full"), (&out.text_capacity, "text.capacity_full")]
+        {
             let (a, b) = (vec_f32(ours), vec_f32(&r[key]));
             let p = pearson(&a, &b);
             assert!(p >= 0.9999, "{f} {key} Pearson {p}");

@@ -19,10 +19,17 @@ fn maps_agree_with_reference_seeds_as_well_as_they_agree_with_each_other() {
         let ref_t = &r["text.capacity_tokens"];
         let (mut sv, mut st) = (Vec::new(), Vec::new());
         for seed in 0..8u64 {
-            let cfg = M2ibConfig::default().merged(&serde_json::json!({"layer": 1, "beta": 1.0, "seed": seed})).unwrap();
+            let cfg =
+                M2ibConfig::default().merged(&serde_json::json!({"layer": 1, "beta": 1.0, "seed": seed})).unwrap();
             let out = M2ib::new(cfg)
                 .unwrap()
-                .explain_tensors(&bundle.model, &r["pixel_values"], std::slice::from_ref(&ids), &Noise::Seeded, &mut RunControl::default())
+                .explain_tensors(
+                    &bundle.model,
+                    &r["pixel_values"],
+                    std::slice::from_ref(&ids),
+                    &Noise::Seeded,
+                    &mut RunControl::default(),
+                )
                 .unwrap()
                 .remove(0);
             let v = vec_f32(&out.vision_capacity.sum(D::Minus1).unwrap());

@@ -41,7 +41,10 @@ fn pytorch_checkpoint_matches_hf_forward() {
     std::fs::copy(fmnist_model().join("tokenizer.json"), tmp.path().join("tokenizer.json")).unwrap();
     let model = ibex::models::Model::load(Some("clip"), tmp.path(), &Device::Cpu).unwrap();
     let ibex::models::Model::Clip(b) = model;
-    assert_eq!(b.preprocessor.crop_width, 32, "CLIP defaults for the vision tower's size without preprocessor_config.json");
+    assert_eq!(
+        b.preprocessor.crop_width, 32,
+        "CLIP defaults for the vision tower's size without preprocessor_config.json"
+    );
     // a corrupt pickle is a format error naming the file
     std::fs::write(tmp.path().join("pytorch_model.bin"), b"PK\x03\x04 not really a zip").unwrap();
     let e = ibex::models::Model::load(Some("clip"), tmp.path(), &Device::Cpu).err().unwrap().to_string();

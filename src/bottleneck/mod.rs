@@ -175,7 +175,13 @@ fn evaluate(
 
 /// The loss terms and `∂loss/∂α` at `alpha` for fixed noise `eps [n, T, D]` (one pass): what
 /// each optimisation step computes, exposed for gradient checks.
-pub fn loss_and_grad(h: &Tensor, alpha: &Tensor, eps: &Tensor, beta: f64, objective: &dyn Objective) -> Result<(StepTrace, Tensor)> {
+pub fn loss_and_grad(
+    h: &Tensor,
+    alpha: &Tensor,
+    eps: &Tensor,
+    beta: f64,
+    objective: &dyn Objective,
+) -> Result<(StepTrace, Tensor)> {
     let n = eps.dim(0)?;
     let mut eps_for = |first: usize, count: usize| Ok(eps.narrow(0, first, count)?);
     let (terms, g) = evaluate(h, alpha, beta, n, n, &mut eps_for, objective, true)?;

@@ -10,7 +10,14 @@ use rand_distr::{Distribution, StandardNormal};
 pub trait NoiseSource {
     /// Noise for samples `first..first+count` of step `step`, shape `[count, T, D]`. The values of
     /// a sample must not depend on how samples are grouped into passes.
-    fn sample(&mut self, step: usize, first: usize, count: usize, dims: (usize, usize), device: &Device) -> Result<Tensor>;
+    fn sample(
+        &mut self,
+        step: usize,
+        first: usize,
+        count: usize,
+        dims: (usize, usize),
+        device: &Device,
+    ) -> Result<Tensor>;
 }
 
 /// Reproducible noise from a seed: every (run, step, sample) has its own ChaCha8 stream, so the
@@ -36,7 +43,14 @@ fn splitmix(mut z: u64) -> u64 {
 }
 
 impl NoiseSource for SeededNoise {
-    fn sample(&mut self, step: usize, first: usize, count: usize, (t, d): (usize, usize), device: &Device) -> Result<Tensor> {
+    fn sample(
+        &mut self,
+        step: usize,
+        first: usize,
+        count: usize,
+        (t, d): (usize, usize),
+        device: &Device,
+    ) -> Result<Tensor> {
         let mut data = Vec::with_capacity(count * t * d);
         for s in first..first + count {
             let key = splitmix(splitmix(splitmix(self.seed) ^ self.run) ^ ((step as u64) << 32 | s as u64));
@@ -63,7 +77,14 @@ impl NoiseBank {
 }
 
 impl NoiseSource for NoiseBank {
-    fn sample(&mut self, step: usize, first: usize, count: usize, (t, d): (usize, usize), device: &Device) -> Result<Tensor> {
+    fn sample(
+        &mut self,
+        step: usize,
+        first: usize,
+        count: usize,
+        (t, d): (usize, usize),
+        device: &Device,
+    ) -> Result<Tensor> {
         let (steps, samples, bt, bd) = self.bank.dims4()?;
         if step >= steps || first + count > samples || bt != t || bd != d {
             return Err(Error::invalid(format!(

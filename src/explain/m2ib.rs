@@ -46,7 +46,14 @@ impl Default for M2ibConfig {
             vision_layer: None,
             text_layer: None,
             seed: 0,
-            bottleneck: BottleneckSettings { beta: 0.1, steps: 10, lr: 1.0, samples: 10, samples_per_pass: 0, alpha_init: 5.0 },
+            bottleneck: BottleneckSettings {
+                beta: 0.1,
+                steps: 10,
+                lr: 1.0,
+                samples: 10,
+                samples_per_pass: 0,
+                alpha_init: 5.0,
+            },
         }
     }
 }
@@ -78,8 +85,7 @@ impl M2ibConfig {
                 return Err(Error::invalid(format!("unknown M2IB option '{k}' ({known})")));
             }
         }
-        let cfg: M2ibConfig =
-            serde_json::from_value(base).map_err(|e| Error::invalid(format!("M2IB option: {e}")))?;
+        let cfg: M2ibConfig = serde_json::from_value(base).map_err(|e| Error::invalid(format!("M2IB option: {e}")))?;
         cfg.bottleneck.validate()?;
         Ok(cfg)
     }
@@ -98,7 +104,10 @@ impl M2ibConfig {
         let t = self.text_layer.unwrap_or_else(|| default_layer(model.text.depth()));
         for (m, l, depth) in [("vision", v, model.vision.depth()), ("text", t, model.text.depth())] {
             if l >= depth {
-                return Err(Error::invalid(format!("{m}_layer {l} does not exist: the {m} tower has layers 0..={}", depth - 1)));
+                return Err(Error::invalid(format!(
+                    "{m}_layer {l} does not exist: the {m} tower has layers 0..={}",
+                    depth - 1
+                )));
             }
         }
         Ok((v, t))
@@ -258,7 +267,9 @@ impl M2ib {
             let ht = ht.squeeze(0)?;
             let source = |m: Modality| -> Result<Box<dyn NoiseSource>> {
                 Ok(match noise {
-                    Noise::Seeded => Box::new(SeededNoise::new(self.config.seed, (ci as u64) << 1 | (m == Modality::Text) as u64)),
+                    Noise::Seeded => {
+                        Box::new(SeededNoise::new(self.config.seed, (ci as u64) << 1 | (m == Modality::Text) as u64))
+                    }
                     Noise::Banks { vision, text } => {
                         Box::new(NoiseBank::new(if m == Modality::Vision { vision.clone() } else { text.clone() })?)
                     }
@@ -310,12 +321,17 @@ impl M2ib {
         config.vision_layer = Some(lv);
         config.text_layer = Some(lt);
         let grid = model.config.vision.grid() as u32;
-        let mut counter = StepCounter { control, done: 0, total: self.total_steps(captions.len()) * images.len() as u32 };
+        let mut counter =
+            StepCounter { control, done: 0, total: self.total_steps(captions.len()) * images.len() as u32 };
         let mut results = Vec::with_capacity(images.len());
         for (i, image) in images.iter().enumerate() {
             let start = Instant::now();
             let pre = bundle.preprocessor.preprocess(image)?;
-            let pixels = Tensor::from_vec(pre.pixel_values.clone(), (1, 3, pre.height as usize, pre.width as usize), &model.device)?;
+            let pixels = Tensor::from_vec(
+                pre.pixel_values.clone(),
+                (1, 3, pre.height as usize, pre.width as usize),
+                &model.device,
+            )?;
             let raw = self.run(model, &pixels, &ids, &Noise::Seeded, &mut counter).map_err(|e| match e {
                 Error::Numerical(m) if images.len() > 1 => Error::Numerical(format!("image {i}: {m}")),
                 e => e,
@@ -326,7 +342,8 @@ impl M2ib {
                 let image_capacity = Heatmap::new(grid, grid, vtok[1..].to_vec())?;
                 let image_map = image_capacity.upsample_bilinear(pre.width, pre.height).normalized()?;
                 let text_capacity = r.text_capacity.sum(D::Minus1)?.to_vec1::<f32>()?;
-                let text_scores = Heatmap::new(text_capacity.len() as u32, 1, text_capacity.clone())?.normalized()?.data;
+                let text_scores =
+                    Heatmap::new(text_capacity.len() as u32, 1, text_capacity.clone())?.normalized()?.data;
                 out.push(CaptionExplanation {
                     caption: caption.to_string(),
                     tokens: tok.clone(),

@@ -63,8 +63,18 @@ impl From<M2ibExplanation> for Explanation {
         let mut texts = Vec::new();
         for (i, c) in ex.captions.into_iter().enumerate() {
             let n = c.text_capacity.len() as u32;
-            maps.push(NamedMap { name: "image".into(), units: "normalized".into(), text_index: Some(i), map: c.image_map });
-            maps.push(NamedMap { name: "image_capacity".into(), units: "nats".into(), text_index: Some(i), map: c.image_capacity });
+            maps.push(NamedMap {
+                name: "image".into(),
+                units: "normalized".into(),
+                text_index: Some(i),
+                map: c.image_map,
+            });
+            maps.push(NamedMap {
+                name: "image_capacity".into(),
+                units: "nats".into(),
+                text_index: Some(i),
+                map: c.image_capacity,
+            });
             maps.push(NamedMap {
                 name: "text".into(),
                 units: "normalized".into(),
@@ -108,15 +118,20 @@ impl Method {
     pub fn create(model: &Model, name: &str, options: &serde_json::Value) -> Result<Method> {
         match (name.trim().to_ascii_lowercase().as_str(), model) {
             ("m2ib", Model::Clip(b)) => Ok(Method::M2ib(M2ib::new(M2ibConfig::for_bundle(b)?.merged(options)?)?)),
-            (other, m) => Err(Error::Unsupported(format!(
-                "method '{other}' for a {} model (available: m2ib for clip)",
-                m.kind()
-            ))),
+            (other, m) => {
+                Err(Error::Unsupported(format!("method '{other}' for a {} model (available: m2ib for clip)", m.kind())))
+            }
         }
     }
 
     /// Explains `image` for `target`.
-    pub fn explain(&self, model: &Model, image: &RgbImage, target: &Target, control: &mut RunControl<'_>) -> Result<Explanation> {
+    pub fn explain(
+        &self,
+        model: &Model,
+        image: &RgbImage,
+        target: &Target,
+        control: &mut RunControl<'_>,
+    ) -> Result<Explanation> {
         Ok(self.explain_batch(model, std::slice::from_ref(image), target, control)?.remove(0))
     }
 

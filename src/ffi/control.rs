@@ -91,7 +91,11 @@ pub(crate) unsafe fn run_control<'a>(rc: *const ibex_run_control) -> FfiResult<R
     if (rc.struct_size as usize) < std::mem::size_of::<ibex_run_control>() {
         return Err(FfiError(
             IBEX_ERR_INVALID_ARGUMENT,
-            format!("ibex_run_control.struct_size is {}, expected {}", rc.struct_size, std::mem::size_of::<ibex_run_control>()),
+            format!(
+                "ibex_run_control.struct_size is {}, expected {}",
+                rc.struct_size,
+                std::mem::size_of::<ibex_run_control>()
+            ),
         ));
     }
     let cancel = if rc.cancel.is_null() { None } else { Some((*rc.cancel).inner.clone()) };

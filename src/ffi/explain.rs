@@ -92,7 +92,8 @@ unsafe fn run(
     let target = Target { class_index: usize::try_from(t.class_index).ok(), texts };
     let imgs = (0..count)
         .map(|i| {
-            from_view(images.add(i)).map_err(|FfiError(c, m)| FfiError(c, if count > 1 { format!("image {i}: {m}") } else { m }))
+            from_view(images.add(i))
+                .map_err(|FfiError(c, m)| FfiError(c, if count > 1 { format!("image {i}: {m}") } else { m }))
         })
         .collect::<FfiResult<Vec<_>>>()?;
     let mut rc = run_control(control)?;

@@ -117,7 +117,10 @@ pub(crate) fn check_size(size: u32, what: &str) -> FfiResult<()> {
         _ => 0,
     };
     if (size as usize) < need {
-        return Err(FfiError(IBEX_ERR_INVALID_ARGUMENT, format!("{what}.struct_size is {size}, expected {need} (set it to sizeof({what}))")));
+        return Err(FfiError(
+            IBEX_ERR_INVALID_ARGUMENT,
+            format!("{what}.struct_size is {size}, expected {need} (set it to sizeof({what}))"),
+        ));
     }
     Ok(())
 }
@@ -135,13 +138,17 @@ pub(crate) unsafe fn from_view(view: *const ibex_image_view) -> FfiResult<RgbIma
         IBEX_PIXEL_U8 => PixelType::U8,
         IBEX_PIXEL_U16 => PixelType::U16,
         IBEX_PIXEL_F32 => PixelType::F32,
-        p => return Err(FfiError(IBEX_ERR_INVALID_ARGUMENT, format!("unknown pixel_type {p} (IBEX_PIXEL_U8/U16/F32)"))),
+        p => {
+            return Err(FfiError(IBEX_ERR_INVALID_ARGUMENT, format!("unknown pixel_type {p} (IBEX_PIXEL_U8/U16/F32)")))
+        }
     };
     let (layout, channels) = match v.layout {
         IBEX_LAYOUT_GRAY => (ChannelLayout::Gray, 1usize),
         IBEX_LAYOUT_RGB => (ChannelLayout::Rgb, 3),
         IBEX_LAYOUT_RGBA => (ChannelLayout::Rgba, 4),
-        l => return Err(FfiError(IBEX_ERR_INVALID_ARGUMENT, format!("unknown layout {l} (IBEX_LAYOUT_GRAY/RGB/RGBA)"))),
+        l => {
+            return Err(FfiError(IBEX_ERR_INVALID_ARGUMENT, format!("unknown layout {l} (IBEX_LAYOUT_GRAY/RGB/RGBA)")))
+        }
     };
     let sample = match pixel {
         PixelType::U8 => 1usize,
@@ -149,13 +156,19 @@ pub(crate) unsafe fn from_view(view: *const ibex_image_view) -> FfiResult<RgbIma
         PixelType::F32 => 4,
     };
     if v.width == 0 || v.height == 0 {
-        return Err(FfiError(IBEX_ERR_INVALID_ARGUMENT, format!("image is {}x{}: both sides must be > 0", v.width, v.height)));
+        return Err(FfiError(
+            IBEX_ERR_INVALID_ARGUMENT,
+            format!("image is {}x{}: both sides must be > 0", v.width, v.height),
+        ));
     }
     let row = v.width as usize * channels * sample;
     if (v.row_stride as usize) < row {
         return Err(FfiError(
             IBEX_ERR_INVALID_ARGUMENT,
-            format!("row_stride {} is smaller than one row ({} px x {channels} channels x {sample} bytes = {row})", v.row_stride, v.width),
+            format!(
+                "row_stride {} is smaller than one row ({} px x {channels} channels x {sample} bytes = {row})",
+                v.row_stride, v.width
+            ),
         ));
     }
     let len = (v.height as usize - 1)

@@ -61,7 +61,10 @@ pub extern "C" fn ibex_set_log_callback(callback: ibex_log_fn, max_level: i32, u
     guard(|| {
         if log::set_logger(&FORWARDER).is_ok() {
             log::set_max_level(log::LevelFilter::Debug);
-        } else if !std::ptr::eq(log::logger() as *const dyn log::Log as *const (), &FORWARDER as *const Forwarder as *const ()) {
+        } else if !std::ptr::eq(
+            log::logger() as *const dyn log::Log as *const (),
+            &FORWARDER as *const Forwarder as *const (),
+        ) {
             return Err(FfiError(IBEX_ERR_UNSUPPORTED, "another logger is installed in this process".into()));
         }
         *SINK.write() = callback.map(|f| Sink { f, user, max_level });

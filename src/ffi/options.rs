@@ -32,8 +32,8 @@ pub unsafe extern "C" fn ibex_options_from_json(json: *const c_char, out: *mut *
     guard(|| {
         non_null(out, "out")?;
         let s = c_str(json, "json")?;
-        let v: serde_json::Value = serde_json::from_str(s)
-            .map_err(|e| FfiError(IBEX_ERR_INVALID_ARGUMENT, format!("options JSON: {e}")))?;
+        let v: serde_json::Value =
+            serde_json::from_str(s).map_err(|e| FfiError(IBEX_ERR_INVALID_ARGUMENT, format!("options JSON: {e}")))?;
         let serde_json::Value::Object(map) = v else {
             return Err(FfiError(IBEX_ERR_INVALID_ARGUMENT, "options JSON must be an object".into()));
         };
@@ -93,7 +93,11 @@ pub unsafe extern "C" fn ibex_options_set_int(opts: *mut ibex_options, key: *con
 /// # Safety
 /// `opts` valid, `key` and `value` NUL-terminated.
 #[no_mangle]
-pub unsafe extern "C" fn ibex_options_set_str(opts: *mut ibex_options, key: *const c_char, value: *const c_char) -> i32 {
+pub unsafe extern "C" fn ibex_options_set_str(
+    opts: *mut ibex_options,
+    key: *const c_char,
+    value: *const c_char,
+) -> i32 {
     let v = match guard_value(None, || c_str(value, "value").ok().map(str::to_string)) {
         Some(v) => v,
         None => return guard(|| Err(FfiError(IBEX_ERR_NULL_POINTER, "argument 'value' is NULL or not UTF-8".into()))),

@@ -26,10 +26,16 @@ pub unsafe extern "C" fn ibex_render_overlay_png(
         let cmap: Colormap = if colormap.is_null() { Colormap::Turbo } else { c_str(colormap, "colormap")?.parse()? };
         let r = &(*result).ex;
         let m = r.maps.get(map_index as usize).ok_or_else(|| {
-            FfiError(IBEX_ERR_OUT_OF_RANGE, format!("map index {map_index} out of range (the result has {} maps)", r.maps.len()))
+            FfiError(
+                IBEX_ERR_OUT_OF_RANGE,
+                format!("map index {map_index} out of range (the result has {} maps)", r.maps.len()),
+            )
         })?;
         if m.map.height == 1 && r.image.height > 1 {
-            return Err(FfiError(IBEX_ERR_INVALID_ARGUMENT, format!("map {map_index} ('{}') is a token map, not an image map", m.name)));
+            return Err(FfiError(
+                IBEX_ERR_INVALID_ARGUMENT,
+                format!("map {map_index} ('{}') is a token map, not an image map", m.name),
+            ));
         }
         if !(0.0..=1.0).contains(&opacity) {
             return Err(FfiError(IBEX_ERR_INVALID_ARGUMENT, format!("opacity must be in [0, 1], got {opacity}")));

@@ -49,13 +49,19 @@ pub struct ibex_map_info {
 
 fn map_at(r: &ibex_result, index: u32) -> FfiResult<&crate::explain::NamedMap> {
     r.ex.maps.get(index as usize).ok_or_else(|| {
-        FfiError(IBEX_ERR_OUT_OF_RANGE, format!("map index {index} out of range (the result has {} maps)", r.ex.maps.len()))
+        FfiError(
+            IBEX_ERR_OUT_OF_RANGE,
+            format!("map index {index} out of range (the result has {} maps)", r.ex.maps.len()),
+        )
     })
 }
 
 fn text_at(r: &ibex_result, index: u32) -> FfiResult<&crate::explain::TextResult> {
     r.ex.texts.get(index as usize).ok_or_else(|| {
-        FfiError(IBEX_ERR_OUT_OF_RANGE, format!("text index {index} out of range (the result has {} texts)", r.ex.texts.len()))
+        FfiError(
+            IBEX_ERR_OUT_OF_RANGE,
+            format!("text index {index} out of range (the result has {} texts)", r.ex.texts.len()),
+        )
     })
 }
 
@@ -161,7 +167,10 @@ pub unsafe extern "C" fn ibex_result_copy_map(
             return Ok(());
         }
         if dst_len < n {
-            return Err(FfiError(IBEX_ERR_BUFFER_TOO_SMALL, format!("map {index} has {n} floats, the buffer holds {dst_len}")));
+            return Err(FfiError(
+                IBEX_ERR_BUFFER_TOO_SMALL,
+                format!("map {index} has {n} floats, the buffer holds {dst_len}"),
+            ));
         }
         std::ptr::copy_nonoverlapping(m.map.data.as_ptr(), dst, n);
         Ok(())
@@ -229,7 +238,10 @@ pub unsafe extern "C" fn ibex_result_token(
         let t = text_at(r, text_index)?;
         let i = token_index as usize;
         if i >= t.tokens.len() {
-            return Err(FfiError(IBEX_ERR_OUT_OF_RANGE, format!("token index {i} out of range (caption has {} tokens)", t.tokens.len())));
+            return Err(FfiError(
+                IBEX_ERR_OUT_OF_RANGE,
+                format!("token index {i} out of range (caption has {} tokens)", t.tokens.len()),
+            ));
         }
         if !out_text.is_null() {
             *out_text = r.tokens[text_index as usize][i].as_ptr();

@@ -32,12 +32,7 @@ pub enum Colormap {
 
 impl Colormap {
     /// All colormaps, in the order their names are listed.
-    pub const ALL: [Colormap; 4] = [
-        Colormap::Turbo,
-        Colormap::Jet,
-        Colormap::Viridis,
-        Colormap::Gray,
-    ];
+    pub const ALL: [Colormap; 4] = [Colormap::Turbo, Colormap::Jet, Colormap::Viridis, Colormap::Gray];
 
     /// The lowercase name (what [`FromStr`] accepts, case-insensitively).
     pub fn name(self) -> &'static str {
@@ -64,11 +59,7 @@ impl Colormap {
             Colormap::Viridis => to_bytes(VIRIDIS[lut_index(v)]),
             Colormap::Jet => {
                 let x = lut_index(v) as f32 / 255.0;
-                to_bytes([
-                    piecewise(JET_RED, x),
-                    piecewise(JET_GREEN, x),
-                    piecewise(JET_BLUE, x),
-                ])
+                to_bytes([piecewise(JET_RED, x), piecewise(JET_GREEN, x), piecewise(JET_BLUE, x)])
             }
         }
     }
@@ -89,16 +80,10 @@ impl FromStr for Colormap {
         if lower == "grey" {
             return Ok(Colormap::Gray);
         }
-        Colormap::ALL
-            .into_iter()
-            .find(|c| c.name() == lower)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Colormap::ALL.iter().map(|c| c.name()).collect();
-                Error::invalid(format!(
-                    "unknown colormap {s:?}; valid names: {}",
-                    names.join(", ")
-                ))
-            })
+        Colormap::ALL.into_iter().find(|c| c.name() == lower).ok_or_else(|| {
+            let names: Vec<&str> = Colormap::ALL.iter().map(|c| c.name()).collect();
+            Error::invalid(format!("unknown colormap {s:?}; valid names: {}", names.join(", ")))
+        })
     }
 }
 
@@ -118,41 +103,18 @@ fn piecewise(points: &[(f32, f32)], x: f32) -> f32 {
     for pair in points.windows(2) {
         let ((x0, y0), (x1, y1)) = (pair[0], pair[1]);
         if x <= x1 {
-            return if x1 > x0 {
-                y0 + (y1 - y0) * (x - x0) / (x1 - x0)
-            } else {
-                y1
-            };
+            return if x1 > x0 { y0 + (y1 - y0) * (x - x0) / (x1 - x0) } else { y1 };
         }
     }
     points.last().map_or(0.0, |p| p.1)
 }
 
 /// matplotlib `_jet_data` red segments.
-const JET_RED: &[(f32, f32)] = &[
-    (0.0, 0.0),
-    (0.35, 0.0),
-    (0.66, 1.0),
-    (0.89, 1.0),
-    (1.0, 0.5),
-];
+const JET_RED: &[(f32, f32)] = &[(0.0, 0.0), (0.35, 0.0), (0.66, 1.0), (0.89, 1.0), (1.0, 0.5)];
 /// matplotlib `_jet_data` green segments.
-const JET_GREEN: &[(f32, f32)] = &[
-    (0.0, 0.0),
-    (0.125, 0.0),
-    (0.375, 1.0),
-    (0.64, 1.0),
-    (0.91, 0.0),
-    (1.0, 0.0),
-];
+const JET_GREEN: &[(f32, f32)] = &[(0.0, 0.0), (0.125, 0.0), (0.375, 1.0), (0.64, 1.0), (0.91, 0.0), (1.0, 0.0)];
 /// matplotlib `_jet_data` blue segments.
-const JET_BLUE: &[(f32, f32)] = &[
-    (0.0, 0.5),
-    (0.11, 1.0),
-    (0.34, 1.0),
-    (0.65, 0.0),
-    (1.0, 0.0),
-];
+const JET_BLUE: &[(f32, f32)] = &[(0.0, 0.5), (0.11, 1.0), (0.34, 1.0), (0.65, 0.0), (1.0, 0.0)];
 
 /// Google's Turbo colormap, 256 entries (RGB in [0, 1]).
 #[rustfmt::skip]

@@ -30,14 +30,7 @@ struct Lerp {
 /// torch's linear interpolation indices for `align_corners=False`, in `f32` like its CPU kernel.
 fn lerp_axis(in_size: usize, out_size: usize) -> Vec<Lerp> {
     if in_size == out_size {
-        return (0..out_size)
-            .map(|i| Lerp {
-                i0: i,
-                i1: i,
-                w0: 1.0,
-                w1: 0.0,
-            })
-            .collect();
+        return (0..out_size).map(|i| Lerp { i0: i, i1: i, w0: 1.0, w1: 0.0 }).collect();
     }
     let scale = in_size as f32 / out_size as f32;
     (0..out_size)
@@ -46,12 +39,7 @@ fn lerp_axis(in_size: usize, out_size: usize) -> Vec<Lerp> {
             let i0 = (src.floor() as usize).min(in_size - 1);
             let w1 = (src - i0 as f32).clamp(0.0, 1.0);
             let i1 = if i0 < in_size - 1 { i0 + 1 } else { i0 };
-            Lerp {
-                i0,
-                i1,
-                w0: 1.0 - w1,
-                w1,
-            }
+            Lerp { i0, i1, w0: 1.0 - w1, w1 }
         })
         .collect()
 }
@@ -74,11 +62,7 @@ impl Heatmap {
                 data.len()
             )));
         }
-        Ok(Heatmap {
-            width,
-            height,
-            data,
-        })
+        Ok(Heatmap { width, height, data })
     }
 
     /// `(width, height)`.
@@ -91,9 +75,7 @@ impl Heatmap {
         if x >= self.width || y >= self.height {
             return None;
         }
-        self.data
-            .get(y as usize * self.width as usize + x as usize)
-            .copied()
+        self.data.get(y as usize * self.width as usize + x as usize).copied()
     }
 
     /// The values, padded with zeros or cut to `width * height` if `data` has another length.
@@ -117,11 +99,7 @@ impl Heatmap {
         let (out_w, out_h) = (width as usize, height as usize);
         let (in_w, in_h) = (self.width as usize, self.height as usize);
         if in_w == 0 || in_h == 0 {
-            return Heatmap {
-                width,
-                height,
-                data: vec![0.0; out_w * out_h],
-            };
+            return Heatmap { width, height, data: vec![0.0; out_w * out_h] };
         }
         let src = self.values();
         let xs = lerp_axis(in_w, out_w);
@@ -137,11 +115,7 @@ impl Heatmap {
                 data.push(t0 * ly.w0 + t1 * ly.w1);
             }
         }
-        Heatmap {
-            width,
-            height,
-            data,
-        }
+        Heatmap { width, height, data }
     }
 
     /// Min-max normalised to [0, 1]: `(x - min) / (max - min)`. A constant map gives all zeros.
@@ -164,16 +138,9 @@ impl Heatmap {
             vec![0.0; self.data.len()]
         } else {
             // f64 so that neither the difference nor the range can overflow.
-            self.data
-                .iter()
-                .map(|&v| ((f64::from(v) - f64::from(min)) / range) as f32)
-                .collect()
+            self.data.iter().map(|&v| ((f64::from(v) - f64::from(min)) / range) as f32).collect()
         };
-        Ok(Heatmap {
-            width: self.width,
-            height: self.height,
-            data,
-        })
+        Ok(Heatmap { width: self.width, height: self.height, data })
     }
 
     /// `(x, y)` — column and row — of the first maximum in row-major order (NaN values are
@@ -214,9 +181,7 @@ impl Heatmap {
             .data
             .iter()
             .filter(|v| !v.is_nan())
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
-                (lo.min(v), hi.max(v))
-            });
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
         if min > max {
             (f32::NAN, f32::NAN)
         } else {
@@ -273,9 +238,7 @@ mod tests {
         // no clamping happens: output (X, Y) = sx + 2 sy with s = (d + 0.5) / 8 - 0.5, for
         // d in 4..=59. The 4 clamped outputs at each end mirror each other, so the mean of the
         // whole map stays the input mean 3.5 + 2 * 3.5 = 10.5.
-        let data = (0..64)
-            .map(|i| (i % 8) as f32 + 2.0 * (i / 8) as f32)
-            .collect();
+        let data = (0..64).map(|i| (i % 8) as f32 + 2.0 * (i / 8) as f32).collect();
         let h = Heatmap::new(8, 8, data).unwrap();
         let up = h.upsample_bilinear(64, 64);
         let s = |d: u32| (d as f32 + 0.5) / 8.0 - 0.5;
@@ -322,11 +285,7 @@ mod tests {
         let h = Heatmap::new(3, 2, vec![1.0, 5.0, -2.0, 6.0, 0.0, 0.0]).unwrap();
         assert_eq!(h.argmax(), (0, 1));
         assert_eq!(h.sum(), 10.0);
-        let empty = Heatmap {
-            width: 0,
-            height: 0,
-            data: vec![],
-        };
+        let empty = Heatmap { width: 0, height: 0, data: vec![] };
         assert_eq!(empty.argmax(), (0, 0));
         assert!(empty.min_max().0.is_nan());
         assert!(empty.normalized().unwrap().data.is_empty());

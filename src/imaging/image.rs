@@ -112,11 +112,7 @@ fn check_size(width: u32, height: u32) -> Result<usize> {
             "image size {width}x{height} has {pixels} pixels, more than the limit of {MAX_PIXELS}"
         )));
     }
-    usize::try_from(pixels).map_err(|_| {
-        Error::invalid(format!(
-            "image size {width}x{height} does not fit in memory"
-        ))
-    })
+    usize::try_from(pixels).map_err(|_| Error::invalid(format!("image size {width}x{height} does not fit in memory")))
 }
 
 /// Scales a 16-bit sample to the 0..=255 scale.
@@ -138,12 +134,7 @@ impl RgbImage {
                 data.len()
             )));
         }
-        Ok(RgbImage {
-            width,
-            height,
-            data,
-            eight_bit,
-        })
+        Ok(RgbImage { width, height, data, eight_bit })
     }
 
     /// An 8-bit image copied from an `image` crate RGB buffer.
@@ -151,12 +142,7 @@ impl RgbImage {
         let (width, height) = img.dimensions();
         check_size(width, height)?;
         let data = img.as_raw().iter().map(|&v| f32::from(v)).collect();
-        Ok(RgbImage {
-            width,
-            height,
-            data,
-            eight_bit: true,
-        })
+        Ok(RgbImage { width, height, data, eight_bit: true })
     }
 
     /// Decodes an image file (PNG, JPEG, WebP, BMP or TIFF; the format is guessed from the
@@ -173,14 +159,10 @@ impl RgbImage {
     /// larger than [`MAX_PIXELS`].
     pub fn load(path: &Path) -> Result<Self> {
         let reader = ImageReader::open(path).map_err(|e| Error::io(path, e))?;
-        let reader = reader
-            .with_guessed_format()
-            .map_err(|e| Error::io(path, e))?;
+        let reader = reader.with_guessed_format().map_err(|e| Error::io(path, e))?;
         // The file opened, so a read failure while decoding means a truncated or corrupt file.
         let decoded = reader.decode().map_err(|e| match e {
-            ImageError::Unsupported(u) => {
-                Error::format(path, format!("not a supported image format: {u}"))
-            }
+            ImageError::Unsupported(u) => Error::format(path, format!("not a supported image format: {u}")),
             other => Error::format(path, format!("cannot decode image: {other}")),
         })?;
         Self::from_dynamic(decoded)
@@ -194,9 +176,7 @@ impl RgbImage {
             px.chunks_exact(stride).flat_map(|p| [f(p[0]); 3]).collect()
         }
         fn rgb<T: Copy>(px: &[T], stride: usize, f: impl Fn(T) -> f32) -> Vec<f32> {
-            px.chunks_exact(stride)
-                .flat_map(|p| [f(p[0]), f(p[1]), f(p[2])])
-                .collect()
+            px.chunks_exact(stride).flat_map(|p| [f(p[0]), f(p[1]), f(p[2])]).collect()
         }
         let u8f = f32::from;
         let (data, eight_bit) = match &img {
@@ -234,11 +214,9 @@ impl RgbImage {
         let channels = view.layout.channels();
         let sample = view.pixel.bytes();
         let bpp = channels * sample;
-        let row_bytes = (width as usize).checked_mul(bpp).ok_or_else(|| {
-            Error::invalid(format!(
-                "image row of {width} pixels overflows the address space"
-            ))
-        })?;
+        let row_bytes = (width as usize)
+            .checked_mul(bpp)
+            .ok_or_else(|| Error::invalid(format!("image row of {width} pixels overflows the address space")))?;
         if view.row_stride < row_bytes {
             return Err(Error::invalid(format!(
                 "row stride {} bytes is smaller than one row of {width} pixels ({row_bytes} bytes \
@@ -287,18 +265,11 @@ impl RgbImage {
                 }
                 match view.layout {
                     ChannelLayout::Gray => data.extend_from_slice(&[values[0]; 3]),
-                    ChannelLayout::Rgb | ChannelLayout::Rgba => {
-                        data.extend_from_slice(&values[..3])
-                    }
+                    ChannelLayout::Rgb | ChannelLayout::Rgba => data.extend_from_slice(&values[..3]),
                 }
             }
         }
-        Ok(RgbImage {
-            width,
-            height,
-            data,
-            eight_bit: view.pixel == PixelType::U8,
-        })
+        Ok(RgbImage { width, height, data, eight_bit: view.pixel == PixelType::U8 })
     }
 
     /// `(width, height)`.
@@ -433,24 +404,11 @@ mod tests {
         };
         let msg = RgbImage::from_view(&base).unwrap_err().to_string();
         assert!(msg.contains("12 bytes required, 11 given"), "{msg}");
-        let msg = RgbImage::from_view(&ImageView {
-            row_stride: 5,
-            ..base
-        })
-        .unwrap_err()
-        .to_string();
+        let msg = RgbImage::from_view(&ImageView { row_stride: 5, ..base }).unwrap_err().to_string();
         assert!(msg.contains("row stride 5"), "{msg}");
-        let msg = RgbImage::from_view(&ImageView { width: 0, ..base })
-            .unwrap_err()
-            .to_string();
+        let msg = RgbImage::from_view(&ImageView { width: 0, ..base }).unwrap_err().to_string();
         assert!(msg.contains("empty"), "{msg}");
-        let msg = RgbImage::from_view(&ImageView {
-            width: 1 << 15,
-            height: 1 << 14,
-            ..base
-        })
-        .unwrap_err()
-        .to_string();
+        let msg = RgbImage::from_view(&ImageView { width: 1 << 15, height: 1 << 14, ..base }).unwrap_err().to_string();
         assert!(msg.contains("limit"), "{msg}");
 
         let mut fbuf = Vec::new();
@@ -472,8 +430,7 @@ mod tests {
 
     #[test]
     fn to_rgb8_rounds_and_clamps() {
-        let img =
-            RgbImage::new(2, 1, vec![-3.0, 0.49, 0.5, 254.5, 300.0, f32::NAN], false).unwrap();
+        let img = RgbImage::new(2, 1, vec![-3.0, 0.49, 0.5, 254.5, 300.0, f32::NAN], false).unwrap();
         assert_eq!(img.to_rgb8().as_raw(), &vec![0u8, 0, 1, 255, 255, 0]);
         assert!(RgbImage::new(2, 1, vec![0.0; 5], false).is_err());
     }
@@ -497,8 +454,7 @@ mod tests {
         rgba.save(&p).unwrap();
         assert_eq!(RgbImage::load(&p).unwrap().data, vec![9.0, 8.0, 7.0]);
 
-        let g16 =
-            ::image::ImageBuffer::<::image::Luma<u16>, _>::from_raw(1, 1, vec![65535u16]).unwrap();
+        let g16 = ::image::ImageBuffer::<::image::Luma<u16>, _>::from_raw(1, 1, vec![65535u16]).unwrap();
         let p = temp_path("g16.png");
         g16.save(&p).unwrap();
         let img = RgbImage::load(&p).unwrap();

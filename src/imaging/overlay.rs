@@ -21,23 +21,14 @@ use crate::error::{Error, Result};
 /// [`Error::InvalidArgument`] if `alpha` is not in [0, 1], the image or heatmap is empty, or
 /// the image's `data` length does not match its size; [`Error::Numerical`] if the heatmap has
 /// NaN or infinite values.
-pub fn overlay(
-    base: &RgbImage,
-    heat: &Heatmap,
-    cmap: Colormap,
-    alpha: f32,
-) -> Result<::image::RgbImage> {
+pub fn overlay(base: &RgbImage, heat: &Heatmap, cmap: Colormap, alpha: f32) -> Result<::image::RgbImage> {
     if !(0.0..=1.0).contains(&alpha) {
-        return Err(Error::invalid(format!(
-            "overlay alpha must be in [0, 1], got {alpha}"
-        )));
+        return Err(Error::invalid(format!("overlay alpha must be in [0, 1], got {alpha}")));
     }
     let (w, h) = base.dimensions();
     let pixels = w as usize * h as usize;
     if pixels == 0 {
-        return Err(Error::invalid(format!(
-            "cannot overlay onto an empty {w}x{h} image"
-        )));
+        return Err(Error::invalid(format!("cannot overlay onto an empty {w}x{h} image")));
     }
     if base.data.len() != pixels * 3 {
         return Err(Error::invalid(format!(
@@ -46,10 +37,7 @@ pub fn overlay(
             base.data.len()
         )));
     }
-    if heat.width == 0
-        || heat.height == 0
-        || heat.data.len() != heat.width as usize * heat.height as usize
-    {
+    if heat.width == 0 || heat.height == 0 || heat.data.len() != heat.width as usize * heat.height as usize {
         return Err(Error::invalid(format!(
             "heatmap of {}x{} with {} values cannot be overlaid",
             heat.width,
@@ -83,11 +71,10 @@ pub fn overlay(
 /// [`Error::Io`] naming `path` if the file cannot be created or written (encoder failures are
 /// reported the same way).
 pub fn write_png(img: &::image::RgbImage, path: &Path) -> Result<()> {
-    img.save_with_format(path, ImageFormat::Png)
-        .map_err(|e| match e {
-            ImageError::IoError(io) => Error::io(path, io),
-            other => Error::io(path, std::io::Error::other(other.to_string())),
-        })
+    img.save_with_format(path, ImageFormat::Png).map_err(|e| match e {
+        ImageError::IoError(io) => Error::io(path, io),
+        other => Error::io(path, std::io::Error::other(other.to_string())),
+    })
 }
 
 #[cfg(test)]
@@ -133,15 +120,8 @@ mod tests {
         assert!(overlay(&img, &heat, Colormap::Jet, 1.5).is_err());
         assert!(overlay(&img, &heat, Colormap::Jet, f32::NAN).is_err());
         let nan = Heatmap::new(2, 2, vec![0.0, f32::NAN, 0.0, 0.0]).unwrap();
-        assert!(matches!(
-            overlay(&img, &nan, Colormap::Jet, 0.5),
-            Err(Error::Numerical(_))
-        ));
-        let broken = Heatmap {
-            width: 2,
-            height: 2,
-            data: vec![0.0; 3],
-        };
+        assert!(matches!(overlay(&img, &nan, Colormap::Jet, 0.5), Err(Error::Numerical(_))));
+        let broken = Heatmap { width: 2, height: 2, data: vec![0.0; 3] };
         assert!(overlay(&img, &broken, Colormap::Jet, 0.5).is_err());
     }
 

@@ -103,16 +103,14 @@ impl ClipPreprocessor {
     /// resize CLIP does not use), or `resample` is not bicubic.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let json: Value = serde_json::from_str(&text)
-            .map_err(|e| Error::format(path, format!("not valid JSON: {e}")))?;
+        let json: Value =
+            serde_json::from_str(&text).map_err(|e| Error::format(path, format!("not valid JSON: {e}")))?;
         Self::from_json(&json).map_err(|msg| Error::format(path, msg))
     }
 
     /// Parses the config object; errors are messages for [`Error::format`].
     fn from_json(json: &Value) -> std::result::Result<Self, String> {
-        let obj = json
-            .as_object()
-            .ok_or_else(|| "expected a JSON object at the top level".to_string())?;
+        let obj = json.as_object().ok_or_else(|| "expected a JSON object at the top level".to_string())?;
         let mut pp = Self::for_image_size(224);
 
         let positive = |key: &str, v: &Value| -> std::result::Result<u32, String> {
@@ -132,16 +130,13 @@ impl ClipPreprocessor {
             let bad = || format!("\"{key}\" must be one finite number or a list of 3, got {v}");
             let nums: Vec<f64> = match v {
                 Value::Number(n) => vec![n.as_f64().ok_or_else(bad)?; 3],
-                Value::Array(a) => a
-                    .iter()
-                    .map(|x| x.as_f64().ok_or_else(bad))
-                    .collect::<std::result::Result<_, _>>()?,
+                Value::Array(a) => {
+                    a.iter().map(|x| x.as_f64().ok_or_else(bad)).collect::<std::result::Result<_, _>>()?
+                }
                 _ => return Err(bad()),
             };
             match nums.as_slice() {
-                [a, b, c] if nums.iter().all(|x| x.is_finite()) => {
-                    Ok([*a as f32, *b as f32, *c as f32])
-                }
+                [a, b, c] if nums.iter().all(|x| x.is_finite()) => Ok([*a as f32, *b as f32, *c as f32]),
                 _ => Err(bad()),
             }
         };
@@ -157,12 +152,7 @@ impl ClipPreprocessor {
                         Value::Object(size.clone())
                     ))
                 }
-                None => {
-                    return Err(format!(
-                        "\"size\" {} has no \"shortest_edge\"",
-                        Value::Object(size.clone())
-                    ))
-                }
+                None => return Err(format!("\"size\" {} has no \"shortest_edge\"", Value::Object(size.clone()))),
             },
             Some(n) => pp.shortest_edge = positive("size", n)?,
         }
@@ -223,9 +213,7 @@ impl ClipPreprocessor {
                         Some(5) => " (hamming)",
                         _ => "",
                     };
-                    return Err(format!(
-                        "\"resample\" is {v}{name}; only 3 (bicubic) is supported"
-                    ));
+                    return Err(format!("\"resample\" is {v}{name}; only 3 (bicubic) is supported"));
                 }
             }
         }
@@ -239,11 +227,7 @@ impl ClipPreprocessor {
         if !self.do_resize || width == 0 || height == 0 {
             return (width, height);
         }
-        let (short, long) = if width <= height {
-            (width, height)
-        } else {
-            (height, width)
-        };
+        let (short, long) = if width <= height { (width, height) } else { (height, width) };
         let new_short = self.shortest_edge;
         // Python's `int(new_short * long / short)`: an exact integer product, a correctly
         // rounded division (exact in f64 below 2^53), then truncation.
@@ -265,9 +249,7 @@ impl ClipPreprocessor {
     pub fn preprocess(&self, img: &RgbImage) -> Result<Preprocessed> {
         let (w, h) = img.dimensions();
         if w == 0 || h == 0 {
-            return Err(Error::invalid(format!(
-                "cannot preprocess an empty {w}x{h} image"
-            )));
+            return Err(Error::invalid(format!("cannot preprocess an empty {w}x{h} image")));
         }
         if img.data.len() as u64 != u64::from(w) * u64::from(h) * 3 {
             return Err(Error::invalid(format!(
@@ -277,9 +259,7 @@ impl ClipPreprocessor {
             )));
         }
         if self.do_resize && self.shortest_edge == 0 {
-            return Err(Error::invalid(
-                "preprocessor shortest_edge must be at least 1",
-            ));
+            return Err(Error::invalid("preprocessor shortest_edge must be at least 1"));
         }
         if self.do_center_crop && (self.crop_width == 0 || self.crop_height == 0) {
             return Err(Error::invalid(format!(
@@ -296,11 +276,7 @@ impl ClipPreprocessor {
                 self.shortest_edge
             )));
         }
-        let resized = if (rw, rh) == (w, h) {
-            img.clone()
-        } else {
-            resize_bicubic(img, rw, rh)
-        };
+        let resized = if (rw, rh) == (w, h) { img.clone() } else { resize_bicubic(img, rw, rh) };
         let (sx, sy) = (f64::from(w) / f64::from(rw), f64::from(h) / f64::from(rh));
         let source_region = if self.do_center_crop {
             let left = (i64::from(rw) - i64::from(self.crop_width)).div_euclid(2) as f64;
@@ -314,19 +290,13 @@ impl ClipPreprocessor {
         } else {
             [0.0, 0.0, w as f32, h as f32]
         };
-        let image = if self.do_center_crop {
-            center_crop(&resized, self.crop_width, self.crop_height)
-        } else {
-            resized
-        };
+        let image =
+            if self.do_center_crop { center_crop(&resized, self.crop_width, self.crop_height) } else { resized };
 
         // transformers rescales in float64 and casts to float32; 1/255 is recovered exactly
         // from its f32 rounding so the result matches `x * (1/255)` computed in f64.
-        let factor = if self.rescale_factor == (1.0f64 / 255.0) as f32 {
-            1.0 / 255.0
-        } else {
-            f64::from(self.rescale_factor)
-        };
+        let factor =
+            if self.rescale_factor == (1.0f64 / 255.0) as f32 { 1.0 / 255.0 } else { f64::from(self.rescale_factor) };
         let (ow, oh) = image.dimensions();
         let plane = ow as usize * oh as usize;
         let mut pixel_values = vec![0f32; 3 * plane];
@@ -342,13 +312,7 @@ impl ClipPreprocessor {
                 pixel_values[c * plane + i] = v;
             }
         }
-        Ok(Preprocessed {
-            width: ow,
-            height: oh,
-            pixel_values,
-            image,
-            source_region,
-        })
+        Ok(Preprocessed { width: ow, height: oh, pixel_values, image, source_region })
     }
 }
 
@@ -378,12 +342,7 @@ pub fn center_crop(img: &RgbImage, crop_width: u32, crop_height: u32) -> RgbImag
             out_row[dst_start..dst_start + src.len()].copy_from_slice(src);
         }
     }
-    RgbImage {
-        width: crop_width,
-        height: crop_height,
-        data,
-        eight_bit: img.eight_bit,
-    }
+    RgbImage { width: crop_width, height: crop_height, data, eight_bit: img.eight_bit }
 }
 
 #[cfg(test)]
@@ -424,10 +383,7 @@ mod tests {
                 "image_mean": [0.48145466, 0.4578275, 0.40821073],
                 "image_std": [0.26862954, 0.26130258, 0.27577711], "resample": 3, "size": 224}"#,
         );
-        assert_eq!(
-            ClipPreprocessor::from_file(&old).unwrap(),
-            ClipPreprocessor::for_image_size(224)
-        );
+        assert_eq!(ClipPreprocessor::from_file(&old).unwrap(), ClipPreprocessor::for_image_size(224));
 
         let new = temp_json(
             "new.json",
@@ -446,20 +402,14 @@ mod tests {
         assert_eq!(pp.rescale_factor, 1.0 / 255.0);
 
         let defaults = temp_json("empty.json", "{}");
-        assert_eq!(
-            ClipPreprocessor::from_file(&defaults).unwrap(),
-            ClipPreprocessor::for_image_size(224)
-        );
+        assert_eq!(ClipPreprocessor::from_file(&defaults).unwrap(), ClipPreprocessor::for_image_size(224));
     }
 
     #[test]
     fn rejects_bad_configs() {
         let cases = [
             (r#"{"resample": 2}"#, "bilinear"),
-            (
-                r#"{"size": {"height": 224, "width": 224}}"#,
-                "shortest_edge",
-            ),
+            (r#"{"size": {"height": 224, "width": 224}}"#, "shortest_edge"),
             (r#"{"size": 0}"#, "positive integer"),
             (r#"{"crop_size": {"height": 224}}"#, "width"),
             (r#"{"image_std": [1, 0, 1]}"#, "must not contain 0"),
@@ -479,10 +429,7 @@ mod tests {
             }
         }
         let missing = std::env::temp_dir().join("ibex-no-such-config.json");
-        assert!(matches!(
-            ClipPreprocessor::from_file(&missing),
-            Err(Error::Io { .. })
-        ));
+        assert!(matches!(ClipPreprocessor::from_file(&missing), Err(Error::Io { .. })));
     }
 
     #[test]
@@ -519,11 +466,7 @@ mod tests {
         // 10x6 → short 6 → 4, long int(4 * 10 / 6) = 6: resized 6x4, crop 4x4 at left 1, top 0.
         // Expected: Pillow 13 Image.fromarray(pattern).resize((6, 4), BICUBIC), red channel,
         // columns 1..5.
-        let pp = ClipPreprocessor {
-            crop_width: 4,
-            crop_height: 4,
-            ..ClipPreprocessor::for_image_size(4)
-        };
+        let pp = ClipPreprocessor { crop_width: 4, crop_height: 4, ..ClipPreprocessor::for_image_size(4) };
         let out = pp.preprocess(&pattern(10, 6)).unwrap();
         let red: Vec<f32> = out.image.data.iter().step_by(3).copied().collect();
         assert_eq!(red, PILLOW_10X6_RESIZED_6X4_CROP_R.to_vec());
@@ -550,21 +493,12 @@ mod tests {
         let img = RgbImage::new(3, 6, (0..54).map(|v| v as f32).collect(), true).unwrap();
         let out = center_crop(&img, 5, 2);
         let red: Vec<f32> = out.data.iter().step_by(3).copied().collect();
-        assert_eq!(
-            red,
-            vec![0.0, 18.0, 21.0, 24.0, 0.0, 0.0, 27.0, 30.0, 33.0, 0.0]
-        );
+        assert_eq!(red, vec![0.0, 18.0, 21.0, 24.0, 0.0, 0.0, 27.0, 30.0, 33.0, 0.0]);
 
         // Through the preprocessor, padding becomes (0 - mean) / std.
-        let pp = ClipPreprocessor {
-            do_resize: false,
-            crop_width: 4,
-            crop_height: 3,
-            ..ClipPreprocessor::for_image_size(4)
-        };
-        let out = pp
-            .preprocess(&RgbImage::new(3, 2, vec![255.0; 18], true).unwrap())
-            .unwrap();
+        let pp =
+            ClipPreprocessor { do_resize: false, crop_width: 4, crop_height: 3, ..ClipPreprocessor::for_image_size(4) };
+        let out = pp.preprocess(&RgbImage::new(3, 2, vec![255.0; 18], true).unwrap()).unwrap();
         assert_eq!(out.pixel_values[0], -CLIP_MEAN[0] / CLIP_STD[0]);
         assert_eq!(out.pixel_values[5], (1.0 - CLIP_MEAN[0]) / CLIP_STD[0]);
     }
@@ -581,26 +515,11 @@ mod tests {
     #[test]
     fn rejects_bad_images() {
         let pp = ClipPreprocessor::for_image_size(8);
-        let empty = RgbImage {
-            width: 0,
-            height: 4,
-            data: vec![],
-            eight_bit: true,
-        };
+        let empty = RgbImage { width: 0, height: 4, data: vec![], eight_bit: true };
         assert!(pp.preprocess(&empty).is_err());
-        let short = RgbImage {
-            width: 2,
-            height: 2,
-            data: vec![0.0; 11],
-            eight_bit: true,
-        };
+        let short = RgbImage { width: 2, height: 2, data: vec![0.0; 11], eight_bit: true };
         assert!(pp.preprocess(&short).is_err());
-        let sliver = RgbImage {
-            width: 1,
-            height: 60_000,
-            data: vec![0.0; 180_000],
-            eight_bit: true,
-        };
+        let sliver = RgbImage { width: 1, height: 60_000, data: vec![0.0; 180_000], eight_bit: true };
         let big = ClipPreprocessor::for_image_size(10_000);
         let err = big.preprocess(&sliver).unwrap_err().to_string();
         assert!(err.contains("pixels"), "{err}");

@@ -52,17 +52,13 @@ fn precompute_coeffs(in_size: usize, out_size: usize) -> Vec<Taps> {
             // C's `(int)` truncates toward zero; `as` does the same.
             let xmin = ((center - support + 0.5) as i64).max(0);
             let xmax = ((center + support + 0.5) as i64).min(in_size as i64);
-            let mut weights: Vec<f64> = (xmin..xmax.max(xmin))
-                .map(|x| bicubic((x as f64 - center + 0.5) * ss))
-                .collect();
+            let mut weights: Vec<f64> =
+                (xmin..xmax.max(xmin)).map(|x| bicubic((x as f64 - center + 0.5) * ss)).collect();
             let total: f64 = weights.iter().sum();
             if total != 0.0 {
                 weights.iter_mut().for_each(|w| *w /= total);
             }
-            Taps {
-                start: xmin as usize,
-                weights,
-            }
+            Taps { start: xmin as usize, weights }
         })
         .collect()
 }
@@ -72,13 +68,7 @@ fn fixed_point(weights: &[f64]) -> Vec<i64> {
     let one = f64::from(1u32 << PRECISION_BITS);
     weights
         .iter()
-        .map(|&k| {
-            if k < 0.0 {
-                (-0.5 + k * one) as i32
-            } else {
-                (0.5 + k * one) as i32
-            }
-        })
+        .map(|&k| if k < 0.0 { (-0.5 + k * one) as i32 } else { (0.5 + k * one) as i32 })
         .map(i64::from)
         .collect()
 }
@@ -182,12 +172,7 @@ pub fn resize_bicubic_with(img: &RgbImage, width: u32, height: u32, order: PassO
     let (out_w, out_h) = (width as usize, height as usize);
     if in_w == 0 || in_h == 0 || out_w == 0 || out_h == 0 {
         let data = vec![0.0; out_w * out_h * 3];
-        return RgbImage {
-            width,
-            height,
-            data,
-            eight_bit: img.eight_bit,
-        };
+        return RgbImage { width, height, data, eight_bit: img.eight_bit };
     }
     // Tolerate a `data` of the wrong length (the fields are public): pad or cut to the size.
     let src: Cow<'_, [f32]> = if img.data.len() == in_w * in_h * 3 {
@@ -205,12 +190,7 @@ pub fn resize_bicubic_with(img: &RgbImage, width: u32, height: u32, order: PassO
         let tmp = vertical_pass(src, in_w, in_h, out_h, eight_bit);
         horizontal_pass(tmp, in_w, out_h, out_w, eight_bit)
     };
-    RgbImage {
-        width,
-        height,
-        data: data.into_owned(),
-        eight_bit,
-    }
+    RgbImage { width, height, data: data.into_owned(), eight_bit }
 }
 
 /// The RGB pixel `i` of an interleaved buffer.
@@ -219,35 +199,20 @@ fn pixel(data: &[f32], i: usize) -> [f32; 3] {
 }
 
 /// Resamples each of the `rows` rows of a `in_w`-wide image to `out_w` (no-op if equal).
-fn horizontal_pass(
-    src: Cow<'_, [f32]>,
-    in_w: usize,
-    rows: usize,
-    out_w: usize,
-    eight_bit: bool,
-) -> Cow<'_, [f32]> {
+fn horizontal_pass(src: Cow<'_, [f32]>, in_w: usize, rows: usize, out_w: usize, eight_bit: bool) -> Cow<'_, [f32]> {
     if in_w == out_w {
         return src;
     }
     let pass = Pass::new(in_w, out_w, eight_bit);
     let mut out = vec![0f32; out_w * rows * 3];
     for (y, row_out) in out.chunks_exact_mut(out_w * 3).enumerate() {
-        pass.line(
-            |x| pixel(&src, y * in_w + x),
-            |x, rgb| row_out[3 * x..3 * x + 3].copy_from_slice(&rgb),
-        );
+        pass.line(|x| pixel(&src, y * in_w + x), |x, rgb| row_out[3 * x..3 * x + 3].copy_from_slice(&rgb));
     }
     Cow::Owned(out)
 }
 
 /// Resamples each of the `cols` columns of a `in_h`-tall image to `out_h` (no-op if equal).
-fn vertical_pass(
-    src: Cow<'_, [f32]>,
-    cols: usize,
-    in_h: usize,
-    out_h: usize,
-    eight_bit: bool,
-) -> Cow<'_, [f32]> {
+fn vertical_pass(src: Cow<'_, [f32]>, cols: usize, in_h: usize, out_h: usize, eight_bit: bool) -> Cow<'_, [f32]> {
     if in_h == out_h {
         return src;
     }
@@ -267,12 +232,7 @@ pub(crate) mod tests {
     use super::*;
 
     fn row(values: &[[f32; 3]], eight_bit: bool) -> RgbImage {
-        RgbImage {
-            width: values.len() as u32,
-            height: 1,
-            data: values.iter().flatten().copied().collect(),
-            eight_bit,
-        }
+        RgbImage { width: values.len() as u32, height: 1, data: values.iter().flatten().copied().collect(), eight_bit }
     }
 
     fn channel(img: &RgbImage, c: usize) -> Vec<f32> {
@@ -289,12 +249,7 @@ pub(crate) mod tests {
                 }
             }
         }
-        RgbImage {
-            width: w,
-            height: h,
-            data,
-            eight_bit: true,
-        }
+        RgbImage { width: w, height: h, data, eight_bit: true }
     }
 
     #[test]
@@ -320,12 +275,7 @@ pub(crate) mod tests {
     #[test]
     fn constant_image_stays_constant() {
         for eight_bit in [true, false] {
-            let img = RgbImage {
-                width: 7,
-                height: 5,
-                data: vec![77.0; 7 * 5 * 3],
-                eight_bit,
-            };
+            let img = RgbImage { width: 7, height: 5, data: vec![77.0; 7 * 5 * 3], eight_bit };
             for (w, h) in [(3, 2), (13, 11), (7, 2), (2, 5), (1, 1)] {
                 let out = resize_bicubic(&img, w, h);
                 assert_eq!(out.dimensions(), (w, h));
@@ -348,27 +298,13 @@ pub(crate) mod tests {
         for (w, e) in taps[0].weights.iter().zip([111.0, 111.0, 29.0, -9.0]) {
             assert!((w - e / 242.0).abs() < 1e-15);
         }
-        let img = row(
-            &[
-                [0.0, 255.0, 10.0],
-                [100.0, 0.0, 20.0],
-                [200.0, 255.0, 30.0],
-                [50.0, 0.0, 40.0],
-            ],
-            false,
-        );
+        let img = row(&[[0.0, 255.0, 10.0], [100.0, 0.0, 20.0], [200.0, 255.0, 30.0], [50.0, 0.0, 40.0]], false);
         let out = resize_bicubic(&img, 2, 1);
         let r = channel(&out, 0);
-        assert!(
-            (r[0] - 67.975_21).abs() < 1e-4 && (r[1] - 126.652_89).abs() < 1e-4,
-            "{r:?}"
-        );
+        assert!((r[0] - 67.975_21).abs() < 1e-4 && (r[1] - 126.652_89).abs() < 1e-4, "{r:?}");
         // Green [255, 0, 255, 0]: 255 * 140/242 = 147.520661 and 255 * 102/242 = 107.479339.
         let g = channel(&out, 1);
-        assert!(
-            (g[0] - 147.520_66).abs() < 1e-4 && (g[1] - 107.479_34).abs() < 1e-4,
-            "{g:?}"
-        );
+        assert!((g[0] - 147.520_66).abs() < 1e-4 && (g[1] - 107.479_34).abs() < 1e-4, "{g:?}");
 
         // 8-bit: fixed-point weights 1923834, 1923834, 502623, -155987; red out0 =
         // (2^21 + 100*1923834 + 200*502623 - 50*155987) >> 22 = 287205802 >> 22 = 68.
@@ -455,19 +391,9 @@ pub(crate) mod tests {
         let img = pattern(3, 3);
         let out = resize_bicubic(&img, 0, 4);
         assert!(out.data.is_empty());
-        let empty = RgbImage {
-            width: 0,
-            height: 0,
-            data: vec![],
-            eight_bit: true,
-        };
+        let empty = RgbImage { width: 0, height: 0, data: vec![], eight_bit: true };
         assert_eq!(resize_bicubic(&empty, 2, 1).data, vec![0.0; 6]);
-        let short = RgbImage {
-            width: 2,
-            height: 2,
-            data: vec![1.0; 3],
-            eight_bit: false,
-        };
+        let short = RgbImage { width: 2, height: 2, data: vec![1.0; 3], eight_bit: false };
         assert_eq!(resize_bicubic(&short, 1, 1).data.len(), 3);
     }
 

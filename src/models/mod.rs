@@ -56,7 +56,9 @@ fn detect_kind(dir: &Path) -> Result<String> {
         serde_json::from_str(&text).map_err(|e| Error::format(&cfg, format!("not valid JSON ({e})")))?;
     match v.get("model_type").and_then(|t| t.as_str()) {
         Some("clip") => Ok("clip".into()),
-        Some(t) => Err(Error::Unsupported(format!("{}: model_type '{t}' (this version supports: clip)", cfg.display()))),
+        Some(t) => {
+            Err(Error::Unsupported(format!("{}: model_type '{t}' (this version supports: clip)", cfg.display())))
+        }
         None => Err(Error::format(&cfg, "no model_type: pass the model kind explicitly")),
     }
 }

@@ -183,7 +183,10 @@ impl Block {
         let v = Linear::load(w, &format!("{prefix}.self_attn.v_proj"), d, d, true)?;
         let qkv = Linear {
             weight: Tensor::cat(&[&q.weight, &k.weight, &v.weight], 0)?,
-            bias: Some(Tensor::cat(&[q.bias.as_ref().unwrap(), k.bias.as_ref().unwrap(), v.bias.as_ref().unwrap()], 0)?),
+            bias: Some(Tensor::cat(
+                &[q.bias.as_ref().unwrap(), k.bias.as_ref().unwrap(), v.bias.as_ref().unwrap()],
+                0,
+            )?),
         };
         Ok(Block {
             ln1: LayerNorm::load(w, &format!("{prefix}.layer_norm1"), d, c.layer_norm_eps)?,
@@ -236,7 +239,8 @@ impl Block {
                 let tk = if causal { tok + 1 } else { t };
                 let a3 = a.reshape((b, t, d))?;
                 let akv = a3.narrow(1, 0, tk)?.reshape((b * tk, d))?;
-                let kv = self.qkv.rows(d, 2 * d)?.forward(&akv)?.reshape((b, tk, 2, h, hd))?.permute((2, 0, 3, 1, 4))?;
+                let kv =
+                    self.qkv.rows(d, 2 * d)?.forward(&akv)?.reshape((b, tk, 2, h, hd))?.permute((2, 0, 3, 1, 4))?;
                 let aq = a3.narrow(1, tok, 1)?.reshape((b, d))?;
                 let q = self.qkv.rows(0, d)?.forward(&aq)?.reshape((b, h, 1, hd))?;
                 ((q * scale)?, kv.get(0)?.contiguous()?, kv.get(1)?.contiguous()?, tk)
@@ -269,18 +273,7 @@ impl Block {
             Rows::One(_) => y,
         };
         let tape = if keep {
-            Some(BlockTape {
-                rows,
-                causal,
-                tokens: t,
-                ln1: ln1_tape.unwrap(),
-                q,
-                k,
-                v,
-                p,
-                ln2: ln2_tape.unwrap(),
-                f,
-            })
+            Some(BlockTape { rows, causal, tokens: t, ln1: ln1_tape.unwrap(), q, k, v, p, ln2: ln2_tape.unwrap(), f })
         } else {
             let _ = tk;
             None
@@ -359,7 +352,6 @@ fn pad_tokens(x: &Tensor, t: usize) -> Result<Tensor> {
 
 /// Additive causal mask `[T, T]`: 0 on and below the diagonal, a large negative number above.
 pub fn causal_mask(t: usize, device: &candle_core::Device) -> Result<Tensor> {
-    let mask: Vec<f32> =
-        (0..t).flat_map(|i| (0..t).map(move |j| if j > i { f32::MIN } else { 0.0 })).collect();
+    let mask: Vec<f32> = (0..t).flat_map(|i| (0..t).map(move |j| if j > i { f32::MIN } else { 0.0 })).collect();
     Ok(Tensor::from_vec(mask, (t, t), device)?)
 }

@@ -60,9 +60,10 @@ impl Weights {
 
     /// The tensor `name`, checked to have exactly `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let t = self.tensors.get(name).ok_or_else(|| {
-            Error::format(&self.path, format!("missing tensor '{name}' (expected shape {shape:?})"))
-        })?;
+        let t = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| Error::format(&self.path, format!("missing tensor '{name}' (expected shape {shape:?})")))?;
         if t.dims() != shape {
             return Err(Error::format(
                 &self.path,
@@ -83,6 +84,7 @@ impl Weights {
 impl Weights {
     /// Writes all tensors to a safetensors file (test models, converted checkpoints).
     pub fn save(&self, path: &Path) -> Result<()> {
-        candle_core::safetensors::save(&self.tensors, path).map_err(|e| Error::format(path, format!("cannot write: {e}")))
+        candle_core::safetensors::save(&self.tensors, path)
+            .map_err(|e| Error::format(path, format!("cannot write: {e}")))
     }
 }

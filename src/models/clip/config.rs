@@ -155,8 +155,9 @@ impl ClipConfig {
 
 fn tower(r: &RawTower, hidden: usize, inter: usize, layers: usize, heads: usize, name: &str) -> Result<TowerConfig> {
     let act = r.hidden_act.as_deref().unwrap_or("quick_gelu");
-    let activation = Activation::parse(act)
-        .ok_or_else(|| Error::invalid(format!("{name}_config.hidden_act '{act}' is not supported (quick_gelu, gelu, gelu_new)")))?;
+    let activation = Activation::parse(act).ok_or_else(|| {
+        Error::invalid(format!("{name}_config.hidden_act '{act}' is not supported (quick_gelu, gelu, gelu_new)"))
+    })?;
     let c = TowerConfig {
         hidden_size: r.hidden_size.unwrap_or(hidden),
         intermediate_size: r.intermediate_size.unwrap_or(inter),

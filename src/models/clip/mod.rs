@@ -41,16 +41,14 @@ impl ClipBundle {
             return Err(Error::NotFound(format!("{} is not a model directory", dir.display())));
         }
         let config = ClipConfig::from_file(&dir.join("config.json"))?;
-        let weights_path = ["model.safetensors", "pytorch_model.bin"]
-            .iter()
-            .map(|f| dir.join(f))
-            .find(|p| p.is_file())
-            .ok_or_else(|| {
-                Error::NotFound(format!("{}: neither model.safetensors nor pytorch_model.bin", dir.display()))
-            })?;
+        let weights_path =
+            ["model.safetensors", "pytorch_model.bin"].iter().map(|f| dir.join(f)).find(|p| p.is_file()).ok_or_else(
+                || Error::NotFound(format!("{}: neither model.safetensors nor pytorch_model.bin", dir.display())),
+            )?;
         let weights = Weights::load(&weights_path, device)?;
         let model = ClipModel::from_weights(config, &weights, device)?;
-        let tokenizer = ClipTokenizer::from_file(&dir.join("tokenizer.json"), model.config.text.max_position_embeddings)?;
+        let tokenizer =
+            ClipTokenizer::from_file(&dir.join("tokenizer.json"), model.config.text.max_position_embeddings)?;
         let pp = dir.join("preprocessor_config.json");
         let preprocessor = if pp.is_file() {
             ClipPreprocessor::from_file(&pp)?

@@ -44,7 +44,15 @@ pub struct SuffixTape {
 }
 
 impl Tower {
-    fn load(w: &Weights, prefix: &str, c: &TowerConfig, final_ln: &str, proj: &str, proj_dim: usize, modality: Modality) -> Result<Self> {
+    fn load(
+        w: &Weights,
+        prefix: &str,
+        c: &TowerConfig,
+        final_ln: &str,
+        proj: &str,
+        proj_dim: usize,
+        modality: Modality,
+    ) -> Result<Self> {
         let layers = (0..c.num_hidden_layers)
             .map(|i| Block::load(w, &format!("{prefix}.encoder.layers.{i}"), c))
             .collect::<Result<Vec<_>>>()?;
@@ -200,9 +208,22 @@ impl ClipModel {
             token: w.get("text_model.embeddings.token_embedding.weight", &[tc.vocab_size, dt])?,
             position: w.get("text_model.embeddings.position_embedding.weight", &[tc.max_position_embeddings, dt])?,
         };
-        let vision = Tower::load(w, "vision_model", &vc.tower, "post_layernorm", "visual_projection.weight", p, Modality::Vision)?;
-        let text = Tower::load(w, "text_model", &tc.tower, "final_layer_norm", "text_projection.weight", p, Modality::Text)?;
-        let logit_scale = if w.contains("logit_scale") { w.get("logit_scale", &[])?.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()? } else { 2.6592 };
+        let vision = Tower::load(
+            w,
+            "vision_model",
+            &vc.tower,
+            "post_layernorm",
+            "visual_projection.weight",
+            p,
+            Modality::Vision,
+        )?;
+        let text =
+            Tower::load(w, "text_model", &tc.tower, "final_layer_norm", "text_projection.weight", p, Modality::Text)?;
+        let logit_scale = if w.contains("logit_scale") {
+            w.get("logit_scale", &[])?.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?
+        } else {
+            2.6592
+        };
         Ok(ClipModel { config, vision_embeddings, text_embeddings, vision, text, logit_scale, device: device.clone() })
     }
 
@@ -223,10 +244,8 @@ impl ClipModel {
             return Err(Error::invalid(format!("pixel tensor is {b}x{c}x{hh}x{ww}, the model expects Bx3x{s}x{s}")));
         }
         let (g, p) = (e.grid, e.patch_size);
-        let patches = pixels
-            .reshape((b, 3, g, p, g, p))?
-            .permute((0, 2, 4, 1, 3, 5))?
-            .reshape((b * g * g, 3 * p * p))?;
+        let patches =
+            pixels.reshape((b, 3, g, p, g, p))?.permute((0, 2, 4, 1, 3, 5))?.reshape((b * g * g, 3 * p * p))?;
         let d = e.class.dim(0)?;
         let x = patches.matmul(&e.patch.t()?)?.reshape((b, g * g, d))?;
         let cls = e.class.reshape((1, 1, d))?.broadcast_as((b, 1, d))?;

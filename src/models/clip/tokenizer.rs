@@ -28,9 +28,7 @@ impl ClipTokenizer {
         let mut inner = tokenizers::Tokenizer::from_file(path)
             .map_err(|e| Error::format(path, format!("not a valid tokenizer.json ({e})")))?;
         inner.with_padding(None);
-        inner
-            .with_truncation(None)
-            .map_err(|e| Error::format(path, format!("cannot disable truncation ({e})")))?;
+        inner.with_truncation(None).map_err(|e| Error::format(path, format!("cannot disable truncation ({e})")))?;
         Ok(ClipTokenizer { inner, max_len })
     }
 
@@ -40,10 +38,8 @@ impl ClipTokenizer {
         if caption.trim().is_empty() {
             return Err(Error::invalid("the caption is empty"));
         }
-        let enc = self
-            .inner
-            .encode(caption, true)
-            .map_err(|e| Error::invalid(format!("cannot tokenise caption: {e}")))?;
+        let enc =
+            self.inner.encode(caption, true).map_err(|e| Error::invalid(format!("cannot tokenise caption: {e}")))?;
         let ids = enc.get_ids().to_vec();
         if ids.len() > self.max_len {
             return Err(Error::invalid(format!(
