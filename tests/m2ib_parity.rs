@@ -91,3 +91,35 @@ fn deterministic_parity_with_official_m2ib() {
         worst_frac * 100.0
     );
 }
+
+#[test]
+fn samples_per_pass_bounds_memory_without_changing_results() {
+    let bundle = ClipBundle::load(&fmnist_model(), &Device::Cpu).unwrap();
+    let r = load_st("m2ib_deterministic/case000.safetensors");
+    let ids = ids(&r["input_ids"]);
+    let noise = Noise::Banks { vision: r["vision.noise"].clone(), text: r["text.noise"].clone() };
+    let run = |per_pass: usize| {
+        let cfg = M2ibConfig::default()
+            .merged(&serde_json::json!({"layer": 1, "beta": 1.0, "samples_per_pass": per_pass}))
+            .unwrap();
+        M2ib::new(cfg)
+            .unwrap()
+            .explain_tensors(
+                &bundle.model,
+                &r["pixel_values"],
+                std::slice::from_ref(&ids),
+                &noise,
+                &mut RunControl::default(),
+            )
+            .unwrap()
+            .remove(0)
+    };
+    let (all, chunked) = (run(0), run(3));
+    for (a, b) in [(&all.vision_capacity, &chunked.vision_capacity), (&all.text_capacity, &chunked.text_capacity)] {
+        let d = max_abs_diff(&vec_f32(a), &vec_f32(b));
+        assert!(d < 1e-4, "capacity differs by {d} nats with 3 samples per pass");
+    }
+    for (a, b) in all.vision_trace.iter().zip(&chunked.vision_trace) {
+        assert!((a.loss - b.loss).abs() < 1e-5 * a.loss.abs().max(1.0), "{a:?} vs {b:?}");
+    }
+}

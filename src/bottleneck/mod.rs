@@ -105,7 +105,8 @@ pub(crate) fn optimise(
         progress.control.check()?;
         let last = step + 1 == settings.steps;
         let mut eps_for = |first: usize, count: usize| noise.sample(step, first, count, (t, d), dev);
-        let (terms, g_alpha) = evaluate(h, &alpha, settings.beta, n, per_pass, &mut eps_for, objective, !last)?;
+        let (terms, capacity, g_alpha) =
+            evaluate(h, &alpha, settings.beta, n, per_pass, &mut eps_for, objective, !last)?;
         if !(terms.compression.is_finite() && terms.fitting.is_finite()) {
             return Err(Error::Numerical(format!(
                 "bottleneck step {step}: compression {}, fitting {} (is the input finite?)",
@@ -116,17 +117,15 @@ pub(crate) fn optimise(
         progress.step()?;
         match g_alpha {
             Some(g) => alpha = adam.step(&alpha, &g)?,
-            None => {
-                let lambda = candle_nn::ops::sigmoid(&alpha)?;
-                return Ok(Outcome { capacity: capacity::capacity(h, &lambda)?, trace });
-            }
+            None => return Ok(Outcome { capacity, trace }),
         }
     }
     unreachable!("steps >= 1 is validated")
 }
 
-/// The loss terms at `alpha` and, if `grad`, `∂loss/∂α`, with the noise of samples
-/// `first..first+count` supplied by `eps_for` (passes of at most `per_pass` samples).
+/// The loss terms and the capacity `[T, D]` at `alpha` and, if `grad`, `∂loss/∂α`, with the
+/// noise of samples `first..first+count` supplied by `eps_for` (passes of at most `per_pass`
+/// samples).
 #[allow(clippy::too_many_arguments)]
 fn evaluate(
     h: &Tensor,
@@ -137,7 +136,7 @@ fn evaluate(
     eps_for: &mut dyn FnMut(usize, usize) -> Result<Tensor>,
     objective: &dyn Objective,
     grad: bool,
-) -> Result<(StepTrace, Option<Tensor>)> {
+) -> Result<(StepTrace, Tensor, Option<Tensor>)> {
     let numel = h.elem_count() as f64;
     let hb = h.unsqueeze(0)?;
     let lambda = candle_nn::ops::sigmoid(alpha)?;
@@ -166,11 +165,11 @@ fn evaluate(
     let fitting = (fit_sum / n as f64) as f32;
     let loss = (beta * compression as f64 - fitting as f64) as f32;
     let terms = StepTrace { compression, fitting, loss };
-    let Some(g_fit) = grad_lambda else { return Ok((terms, None)) };
+    let Some(g_fit) = grad_lambda else { return Ok((terms, cap, None)) };
     // loss = β·mean(C) − mean_i fit_i
     let g_lambda = ((capacity::capacity_grad(h, &lambda)? * (beta / numel))? - (g_fit / n as f64)?)?;
     let g_alpha = (g_lambda * (&lambda * &one_minus)?)?;
-    Ok((terms, Some(g_alpha)))
+    Ok((terms, cap, Some(g_alpha)))
 }
 
 /// The loss terms and `∂loss/∂α` at `alpha` for fixed noise `eps [n, T, D]` (one pass): what
@@ -184,6 +183,6 @@ pub fn loss_and_grad(
 ) -> Result<(StepTrace, Tensor)> {
     let n = eps.dim(0)?;
     let mut eps_for = |first: usize, count: usize| Ok(eps.narrow(0, first, count)?);
-    let (terms, g) = evaluate(h, alpha, beta, n, n, &mut eps_for, objective, true)?;
+    let (terms, _, g) = evaluate(h, alpha, beta, n, n, &mut eps_for, objective, true)?;
     Ok((terms, g.expect("gradient requested")))
 }
