@@ -46,5 +46,9 @@ mod tests {
         let e = parse_device("tpu:0").unwrap_err().to_string();
         assert!(e.contains("unknown device"), "{e}");
         assert!(parse_device("cuda:x").is_err());
+        if !candle_core::utils::cuda_is_available() {
+            let e = parse_device("cuda:0").unwrap_err().to_string();
+            assert!(e.contains("--features cuda"), "{e}");
+        }
     }
 }
