@@ -164,7 +164,6 @@ pub struct Block {
 /// Activations kept by [`Block::forward_tape`].
 pub struct BlockTape {
     rows: Rows,
-    causal: bool,
     tokens: usize,
     ln1: LayerNormTape,
     q: Tensor, // scaled, [B, H, Tq, d]
@@ -213,7 +212,7 @@ impl Block {
     /// `[B, D]` (only that token).
     pub fn forward_tape(&self, x: &Tensor, causal: bool, rows: Rows) -> Result<(Tensor, BlockTape)> {
         let (y, tape) = self.forward_impl(x, causal, rows, true)?;
-        Ok((y, tape.expect("tape requested")))
+        Ok((y, tape.expect("keep = true records both LayerNorm tapes")))
     }
 
     fn forward_impl(&self, x: &Tensor, causal: bool, rows: Rows, keep: bool) -> Result<(Tensor, Option<BlockTape>)> {
@@ -229,11 +228,11 @@ impl Block {
             (self.ln1.forward(&x2)?, None)
         };
         // Queries for the requested rows, keys/values for the tokens they may attend to.
-        let (q, k, v, tk) = match rows {
+        let (q, k, v) = match rows {
             Rows::All => {
                 let qkv = self.qkv.forward(&a)?.reshape((b, t, 3, h, hd))?.permute((2, 0, 3, 1, 4))?;
                 let q = (qkv.get(0)?.contiguous()? * scale)?;
-                (q, qkv.get(1)?.contiguous()?, qkv.get(2)?.contiguous()?, t)
+                (q, qkv.get(1)?.contiguous()?, qkv.get(2)?.contiguous()?)
             }
             Rows::One(tok) => {
                 let tk = if causal { tok + 1 } else { t };
@@ -243,7 +242,7 @@ impl Block {
                     self.qkv.rows(d, 2 * d)?.forward(&akv)?.reshape((b, tk, 2, h, hd))?.permute((2, 0, 3, 1, 4))?;
                 let aq = a3.narrow(1, tok, 1)?.reshape((b, d))?;
                 let q = self.qkv.rows(0, d)?.forward(&aq)?.reshape((b, h, 1, hd))?;
-                ((q * scale)?, kv.get(0)?.contiguous()?, kv.get(1)?.contiguous()?, tk)
+                ((q * scale)?, kv.get(0)?.contiguous()?, kv.get(1)?.contiguous()?)
             }
         };
         let tq = q.dim(2)?;
@@ -272,11 +271,9 @@ impl Block {
             Rows::All => y.reshape((b, t, d))?,
             Rows::One(_) => y,
         };
-        let tape = if keep {
-            Some(BlockTape { rows, causal, tokens: t, ln1: ln1_tape.unwrap(), q, k, v, p, ln2: ln2_tape.unwrap(), f })
-        } else {
-            let _ = tk;
-            None
+        let tape = match (ln1_tape, ln2_tape) {
+            (Some(ln1), Some(ln2)) => Some(BlockTape { rows, tokens: t, ln1, q, k, v, p, ln2, f }),
+            _ => None,
         };
         Ok((y, tape))
     }
@@ -320,10 +317,7 @@ impl Block {
         let dx = self.ln1.backward(&tape.ln1, &da)?;
         Ok(match tape.rows {
             Rows::All => (dx + dx1)?.reshape((b, t, d))?,
-            Rows::One(tok) => {
-                let _ = tape.causal;
-                add_at_token(&dx.reshape((b, t, d))?, tok, &dx1.reshape((b, 1, d))?)?
-            }
+            Rows::One(tok) => add_at_token(&dx.reshape((b, t, d))?, tok, &dx1.reshape((b, 1, d))?)?,
         })
     }
 }
