@@ -3,7 +3,7 @@
 
 use super::config::{ClipConfig, TowerConfig};
 use crate::error::{Error, Result};
-use crate::models::transformer::{causal_mask, Block, BlockTape, LayerNorm, Rows};
+use crate::models::transformer::{Block, BlockTape, LayerNorm, Rows};
 use crate::models::weights::Weights;
 use candle_core::{Device, Tensor};
 
@@ -308,10 +308,5 @@ impl ClipModel {
         let last = self.text.depth() - 1;
         let h = self.text.forward_until(&emb, last)?;
         self.text.forward_from(last, &h, self.text_pool_index(ids))
-    }
-
-    /// A causal mask for `t` tokens on this model's device (for callers running blocks).
-    pub fn causal_mask(&self, t: usize) -> Result<Tensor> {
-        causal_mask(t, &self.device)
     }
 }
