@@ -200,6 +200,16 @@ pub struct M2ib {
     pub config: M2ibConfig,
 }
 
+/// A caption's image-independent inputs, computed once per call.
+struct PreparedCaption {
+    /// Output of the text bottleneck layer, `[L, D]`.
+    hidden: Tensor,
+    /// The pooled (end-of-text) token.
+    pool: usize,
+    /// Unit-norm text embedding `[1, P]`: the vision run's target.
+    embed: Tensor,
+}
+
 /// Raw per-caption result of [`M2ib::explain_tensors`].
 pub struct RawCaption {
     /// Capacity `[T_v, D_v]` of the vision run (nats).
@@ -233,20 +243,37 @@ impl M2ib {
         control: &mut RunControl<'_>,
     ) -> Result<Vec<RawCaption>> {
         let mut counter = StepCounter { control, done: 0, total: self.total_steps(captions.len()) };
-        self.run(model, pixels, captions, noise, &mut counter)
+        let prepared = self.prepare_captions(model, captions)?;
+        self.run(model, pixels, &prepared, noise, &mut counter)
+    }
+
+    /// The text side of each caption, which does not depend on the image: the frozen text
+    /// prefix (bottleneck input), the pooled token and the unit text embedding.
+    fn prepare_captions(&self, model: &ClipModel, captions: &[Vec<u32>]) -> Result<Vec<PreparedCaption>> {
+        if captions.is_empty() {
+            return Err(Error::invalid("M2IB needs at least one caption"));
+        }
+        let (_, lt) = self.config.resolve_layers(model)?;
+        captions
+            .iter()
+            .map(|ids| {
+                let temb = model.embed_text(ids)?;
+                let pool = model.text_pool_index(ids);
+                let ht = model.text.forward_until(&temb, lt)?;
+                let embed = unit(&model.text.forward_from(lt, &ht, pool)?)?;
+                Ok(PreparedCaption { hidden: ht.squeeze(0)?, pool, embed })
+            })
+            .collect()
     }
 
     fn run(
         &self,
         model: &ClipModel,
         pixels: &Tensor,
-        captions: &[Vec<u32>],
+        captions: &[PreparedCaption],
         noise: &Noise,
         counter: &mut StepCounter<'_, '_>,
     ) -> Result<Vec<RawCaption>> {
-        if captions.is_empty() {
-            return Err(Error::invalid("M2IB needs at least one caption"));
-        }
         finite(pixels, "the input image")?;
         let (lv, lt) = self.config.resolve_layers(model)?;
         let settings = &self.config.bottleneck;
@@ -257,14 +284,8 @@ impl M2ib {
         let image_unit = unit(&image_embed)?;
         let hv = hv.squeeze(0)?;
         let mut out = Vec::with_capacity(captions.len());
-        for (ci, ids) in captions.iter().enumerate() {
-            let temb = model.embed_text(ids)?;
-            let pool = model.text_pool_index(ids);
-            let ht = model.text.forward_until(&temb, lt)?;
-            let text_embed = model.text.forward_from(lt, &ht, pool)?;
-            let text_unit = unit(&text_embed)?;
-            let similarity = (&image_unit * &text_unit)?.sum_all()?.to_scalar::<f32>()?;
-            let ht = ht.squeeze(0)?;
+        for (ci, cap) in captions.iter().enumerate() {
+            let similarity = (&image_unit * &cap.embed)?.sum_all()?.to_scalar::<f32>()?;
             let source = |m: Modality| -> Result<Box<dyn NoiseSource>> {
                 Ok(match noise {
                     Noise::Seeded => {
@@ -275,10 +296,10 @@ impl M2ib {
                     }
                 })
             };
-            let vobj = CosineToTarget { tower: &model.vision, layer: lv, pool: 0, target: text_unit.clone() };
+            let vobj = CosineToTarget { tower: &model.vision, layer: lv, pool: 0, target: cap.embed.clone() };
             let v = bottleneck::optimise(&hv, settings, &vobj, source(Modality::Vision)?.as_mut(), counter)?;
-            let tobj = CosineToTarget { tower: &model.text, layer: lt, pool, target: image_unit.clone() };
-            let t = bottleneck::optimise(&ht, settings, &tobj, source(Modality::Text)?.as_mut(), counter)?;
+            let tobj = CosineToTarget { tower: &model.text, layer: lt, pool: cap.pool, target: image_unit.clone() };
+            let t = bottleneck::optimise(&cap.hidden, settings, &tobj, source(Modality::Text)?.as_mut(), counter)?;
             out.push(RawCaption {
                 vision_capacity: v.capacity,
                 text_capacity: t.capacity,
@@ -316,6 +337,7 @@ impl M2ib {
         let model = &bundle.model;
         let tokens = captions.iter().map(|c| bundle.tokenizer.encode(c)).collect::<Result<Vec<_>>>()?;
         let ids: Vec<Vec<u32>> = tokens.iter().map(|t| t.ids.clone()).collect();
+        let prepared = self.prepare_captions(model, &ids)?;
         let (lv, lt) = self.config.resolve_layers(model)?;
         let mut config = self.config.clone();
         config.vision_layer = Some(lv);
@@ -327,12 +349,9 @@ impl M2ib {
         for (i, image) in images.iter().enumerate() {
             let start = Instant::now();
             let pre = bundle.preprocessor.preprocess(image)?;
-            let pixels = Tensor::from_vec(
-                pre.pixel_values.clone(),
-                (1, 3, pre.height as usize, pre.width as usize),
-                &model.device,
-            )?;
-            let raw = self.run(model, &pixels, &ids, &Noise::Seeded, &mut counter).map_err(|e| match e {
+            let shape = (1, 3, pre.height as usize, pre.width as usize);
+            let pixels = Tensor::from_vec(pre.pixel_values, shape, &model.device)?;
+            let raw = self.run(model, &pixels, &prepared, &Noise::Seeded, &mut counter).map_err(|e| match e {
                 Error::Numerical(m) if images.len() > 1 => Error::Numerical(format!("image {i}: {m}")),
                 e => e,
             })?;
