@@ -1,5 +1,11 @@
-//! Reading named tensors from safetensors or PyTorch (`.bin`/`.pt`) checkpoints, with errors
-//! that name the file and the tensor.
+//! Reading named tensors from safetensors or PyTorch (`.bin`/`.pt`/`.pth`) checkpoints, with
+//! errors that name the file and the tensor.
+//!
+//! Loading is lean: a safetensors file is memory-mapped and converted tensor by tensor, and
+//! each tensor's pages are released as soon as it is converted, so the peak memory stays near
+//! one copy of the model (not the file read whole plus a copy of every tensor). A PyTorch
+//! checkpoint may hold its `state_dict` at the top level or under `model_state_dict` /
+//! `state_dict`, with or without the `module.` prefix that `DataParallel` adds.
 
 use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor};
@@ -12,34 +18,76 @@ pub struct Weights {
     tensors: HashMap<String, Tensor>,
 }
 
+fn to_f32(t: Tensor, device: &Device) -> Result<Tensor> {
+    let t = if t.dtype() == DType::F32 { t } else { t.to_dtype(DType::F32)? };
+    Ok(t.to_device(device)?)
+}
+
+/// Reads a safetensors file through a memory map, one tensor at a time.
+fn load_safetensors(path: &Path, device: &Device) -> Result<Vec<(String, Tensor)>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    // SAFETY: the map is read-only and private; a file truncated under us can fault, as with
+    // any mmap-based loader (candle, safetensors); checkpoints are not modified while loading.
+    let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    let st = safetensors::SafeTensors::deserialize(&mmap)
+        .map_err(|e| Error::format(path, format!("not a valid safetensors file ({e})")))?;
+    let base = mmap.as_ptr() as usize;
+    let mut out = Vec::with_capacity(st.len());
+    for (name, view) in st.tensors() {
+        let t = candle_core::safetensors::Load::load(&view, &Device::Cpu)
+            .map_err(|e| Error::format(path, format!("tensor '{name}': {e}")))?;
+        out.push((name, to_f32(t, device)?));
+        // give the converted tensor's file pages back (whole pages inside its byte range)
+        #[cfg(unix)]
+        {
+            let data = view.data();
+            let page = 4096;
+            let start = (data.as_ptr() as usize - base).div_ceil(page) * page;
+            let end = (data.as_ptr() as usize - base + data.len()) / page * page;
+            if end > start {
+                // SAFETY: DONTNEED on a read-only private file mapping only drops clean pages;
+                // a later read would fault them back in from the file. No reference into this
+                // range is used again (the tensor was copied out above).
+                let _ = unsafe { mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reads a PyTorch checkpoint: a bare state dict, or one nested under a common key.
+fn load_pickle(path: &Path, device: &Device) -> Result<Vec<(String, Tensor)>> {
+    let mut last_err = None;
+    for key in [None, Some("model_state_dict"), Some("state_dict"), Some("model")] {
+        match candle_core::pickle::read_all_with_key(path, key) {
+            Ok(list) if !list.is_empty() => {
+                return list.into_iter().map(|(n, t)| Ok((n, to_f32(t, device)?))).collect();
+            }
+            Ok(_) => {}
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(Error::format(
+        path,
+        match last_err {
+            Some(e) => format!("not a readable PyTorch checkpoint ({e})"),
+            None => "no tensors found (looked at the top level and under model_state_dict, state_dict, model)".into(),
+        },
+    ))
+}
+
 impl Weights {
     /// Loads a `.safetensors` file, or a PyTorch pickle (`.bin`, `.pt`, `.pth`) through candle's
-    /// pickle reader.
+    /// pickle reader. A `module.` prefix on every name is removed.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
         if !path.is_file() {
             return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file")));
         }
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-        let list: Vec<(String, Tensor)> = if ext == "safetensors" {
-            let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-            let st = safetensors::SafeTensors::deserialize(&bytes)
-                .map_err(|e| Error::format(path, format!("not a valid safetensors file ({e})")))?;
-            let mut out = Vec::with_capacity(st.len());
-            for (name, view) in st.tensors() {
-                let t = candle_core::safetensors::Load::load(&view, &Device::Cpu)
-                    .map_err(|e| Error::format(path, format!("tensor '{name}': {e}")))?;
-                out.push((name, t));
-            }
-            out
-        } else {
-            candle_core::pickle::read_all(path)
-                .map_err(|e| Error::format(path, format!("not a readable PyTorch checkpoint ({e})")))?
-        };
-        let mut tensors = HashMap::with_capacity(list.len());
-        for (name, t) in list {
-            let t = if t.dtype() == DType::F32 { t } else { t.to_dtype(DType::F32)? };
-            tensors.insert(name, t.to_device(device)?);
-        }
+        let list = if ext == "safetensors" { load_safetensors(path, device)? } else { load_pickle(path, device)? };
+        let strip = !list.is_empty() && list.iter().all(|(n, _)| n.starts_with("module."));
+        let tensors =
+            list.into_iter().map(|(n, t)| (if strip { n["module.".len()..].to_string() } else { n }, t)).collect();
         Ok(Weights { path: path.to_path_buf(), tensors })
     }
 
@@ -58,6 +106,16 @@ impl Weights {
         self.tensors.contains_key(name)
     }
 
+    /// The shape of tensor `name`, if present.
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.tensors.get(name).map(|t| t.dims())
+    }
+
+    /// The tensor names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
     /// The tensor `name`, checked to have exactly `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let t = self
@@ -67,7 +125,7 @@ impl Weights {
         if t.dims() != shape {
             return Err(Error::format(
                 &self.path,
-                format!("tensor '{name}' has shape {:?}, expected {shape:?} from config.json", t.dims()),
+                format!("tensor '{name}' has shape {:?}, expected {shape:?}", t.dims()),
             ));
         }
         let t = t.clone();
