@@ -2,7 +2,7 @@
 //! silently cut or wrong gradient cannot come back.
 
 use candle_core::{DType, Device, Tensor, D};
-use ibex::bottleneck::{loss_and_grad, Objective};
+use ibex::bottleneck::{loss_and_grad, Mask, Objective};
 use ibex::models::clip::{random::random_weights, ClipConfig, ClipModel, Tower};
 use ibex::Result;
 
@@ -109,7 +109,7 @@ fn bottleneck_gradient_matches_finite_differences() {
     let eps = rand(&[3, t, 16], 5);
     let p = Probe { tower: &m.vision, layer: 0, pool: 0, w: rand(&[1, 8], 6) };
     let beta = 0.3;
-    let (_, g) = loss_and_grad(&h, &alpha, &eps, beta, &p).unwrap();
+    let (_, g) = loss_and_grad(&h, &alpha, &eps, beta, &Mask::default(), &p).unwrap();
     let g = g.flatten_all().unwrap().to_vec1::<f64>().unwrap();
     let a = alpha.flatten_all().unwrap().to_vec1::<f64>().unwrap();
     // the loss in f64, recomputed independently from the definition

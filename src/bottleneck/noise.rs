@@ -8,16 +8,9 @@ use rand_distr::{Distribution, StandardNormal};
 
 /// Supplies standard-normal noise `ε` for the samples of each optimisation step.
 pub trait NoiseSource {
-    /// Noise for samples `first..first+count` of step `step`, shape `[count, T, D]`. The values of
-    /// a sample must not depend on how samples are grouped into passes.
-    fn sample(
-        &mut self,
-        step: usize,
-        first: usize,
-        count: usize,
-        dims: (usize, usize),
-        device: &Device,
-    ) -> Result<Tensor>;
+    /// Noise for samples `first..first+count` of step `step`, shape `[count, …dims]`. The values
+    /// of a sample must not depend on how samples are grouped into passes.
+    fn sample(&mut self, step: usize, first: usize, count: usize, dims: &[usize], device: &Device) -> Result<Tensor>;
 }
 
 /// Reproducible noise from a seed: every (run, step, sample) has its own ChaCha8 stream, so the
@@ -43,25 +36,20 @@ fn splitmix(mut z: u64) -> u64 {
 }
 
 impl NoiseSource for SeededNoise {
-    fn sample(
-        &mut self,
-        step: usize,
-        first: usize,
-        count: usize,
-        (t, d): (usize, usize),
-        device: &Device,
-    ) -> Result<Tensor> {
-        let mut data = Vec::with_capacity(count * t * d);
+    fn sample(&mut self, step: usize, first: usize, count: usize, dims: &[usize], device: &Device) -> Result<Tensor> {
+        let per: usize = dims.iter().product();
+        let mut data = Vec::with_capacity(count * per);
         for s in first..first + count {
             let key = splitmix(splitmix(splitmix(self.seed) ^ self.run) ^ ((step as u64) << 32 | s as u64));
             let mut rng = ChaCha8Rng::seed_from_u64(key);
-            data.extend((0..t * d).map(|_| -> f32 { StandardNormal.sample(&mut rng) }));
+            data.extend((0..per).map(|_| -> f32 { StandardNormal.sample(&mut rng) }));
         }
-        Ok(Tensor::from_vec(data, (count, t, d), device)?)
+        let shape: Vec<usize> = std::iter::once(count).chain(dims.iter().copied()).collect();
+        Ok(Tensor::from_vec(data, shape, device)?)
     }
 }
 
-/// A fixed bank `[steps, samples, T, D]`: step `k` uses `bank[k]` (for exact parity with a
+/// A fixed bank `[steps, samples, …dims]`: step `k` uses `bank[k]` (for exact parity with a
 /// reference implementation run on the same bank).
 pub struct NoiseBank {
     bank: Tensor,
@@ -69,27 +57,19 @@ pub struct NoiseBank {
 
 impl NoiseBank {
     pub fn new(bank: Tensor) -> Result<Self> {
-        if bank.rank() != 4 {
-            return Err(Error::invalid(format!("a noise bank is [steps, samples, T, D], got {:?}", bank.dims())));
+        if bank.rank() < 3 {
+            return Err(Error::invalid(format!("a noise bank is [steps, samples, …dims], got {:?}", bank.dims())));
         }
         Ok(NoiseBank { bank })
     }
 }
 
 impl NoiseSource for NoiseBank {
-    fn sample(
-        &mut self,
-        step: usize,
-        first: usize,
-        count: usize,
-        (t, d): (usize, usize),
-        device: &Device,
-    ) -> Result<Tensor> {
-        let (steps, samples, bt, bd) = self.bank.dims4()?;
-        if step >= steps || first + count > samples || bt != t || bd != d {
+    fn sample(&mut self, step: usize, first: usize, count: usize, dims: &[usize], device: &Device) -> Result<Tensor> {
+        let b = self.bank.dims();
+        if step >= b[0] || first + count > b[1] || &b[2..] != dims {
             return Err(Error::invalid(format!(
-                "noise bank {:?} cannot supply step {step}, samples {first}..{}, tokens {t}, width {d}",
-                self.bank.dims(),
+                "noise bank {b:?} cannot supply step {step}, samples {first}..{} of shape {dims:?}",
                 first + count
             )));
         }
@@ -105,14 +85,14 @@ mod tests {
     fn seeded_noise_is_reproducible_and_grouping_free() {
         let dev = Device::Cpu;
         let mut a = SeededNoise::new(7, 1);
-        let all = a.sample(3, 0, 4, (5, 6), &dev).unwrap();
-        let part = a.sample(3, 2, 2, (5, 6), &dev).unwrap();
+        let all = a.sample(3, 0, 4, &[5, 6], &dev).unwrap();
+        let part = a.sample(3, 2, 2, &[5, 6], &dev).unwrap();
         let diff = (all.narrow(0, 2, 2).unwrap() - part).unwrap().abs().unwrap().max_all().unwrap();
         assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
-        let other = SeededNoise::new(7, 2).sample(3, 0, 4, (5, 6), &dev).unwrap();
+        let other = SeededNoise::new(7, 2).sample(3, 0, 4, &[5, 6], &dev).unwrap();
         assert!((all.clone() - other).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() > 0.1);
         // standard normal: mean ~ 0, variance ~ 1 over many draws
-        let big = SeededNoise::new(1, 0).sample(0, 0, 10, (100, 100), &dev).unwrap();
+        let big = SeededNoise::new(1, 0).sample(0, 0, 10, &[100, 100], &dev).unwrap();
         let m = big.mean_all().unwrap().to_scalar::<f32>().unwrap();
         let v = big.sqr().unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(m.abs() < 0.03 && (v - 1.0).abs() < 0.03, "mean {m} var {v}");

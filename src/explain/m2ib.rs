@@ -13,7 +13,7 @@
 //! (12 → 9, 24 → 19, 6 → 4, 4 → 2). A model directory may recommend its own setting in
 //! `ibex.json` (the bundled demo model: layer 1, β = 1, chosen on its benchmark).
 
-use crate::bottleneck::{self, BottleneckSettings, NoiseBank, NoiseSource, Objective, SeededNoise, StepTrace};
+use crate::bottleneck::{self, BottleneckSettings, Mask, NoiseBank, NoiseSource, Objective, SeededNoise, StepTrace};
 use crate::control::{RunControl, StepCounter};
 use crate::error::{Error, Result};
 use crate::imaging::heatmap::Heatmap;
@@ -67,25 +67,8 @@ impl M2ibConfig {
     /// Applies settings from JSON (an object with any of this struct's keys; `layer` sets both
     /// towers) on top of `self`. Unknown keys and wrong types are errors naming the key.
     pub fn merged(&self, overrides: &serde_json::Value) -> Result<Self> {
-        let obj = match overrides {
-            serde_json::Value::Null => return Ok(self.clone()),
-            serde_json::Value::Object(o) => o,
-            _ => return Err(Error::invalid("M2IB options must be a JSON object")),
-        };
-        let mut base = serde_json::to_value(self).expect("config serialises");
-        let map = base.as_object_mut().expect("object");
-        let known = format!("known options: layer, {}", map.keys().cloned().collect::<Vec<_>>().join(", "));
-        for (k, v) in obj {
-            if k == "layer" {
-                map.insert("vision_layer".into(), v.clone());
-                map.insert("text_layer".into(), v.clone());
-            } else if map.contains_key(k) {
-                map.insert(k.clone(), v.clone());
-            } else {
-                return Err(Error::invalid(format!("unknown M2IB option '{k}' ({known})")));
-            }
-        }
-        let cfg: M2ibConfig = serde_json::from_value(base).map_err(|e| Error::invalid(format!("M2IB option: {e}")))?;
+        let cfg: M2ibConfig =
+            super::options::merge(self, overrides, "M2IB", &[("layer", &["vision_layer", "text_layer"])])?;
         cfg.bottleneck.validate()?;
         Ok(cfg)
     }
@@ -297,9 +280,23 @@ impl M2ib {
                 })
             };
             let vobj = CosineToTarget { tower: &model.vision, layer: lv, pool: 0, target: cap.embed.clone() };
-            let v = bottleneck::optimise(&hv, settings, &vobj, source(Modality::Vision)?.as_mut(), counter)?;
+            let v = bottleneck::optimise(
+                &hv,
+                settings,
+                &Mask::default(),
+                &vobj,
+                source(Modality::Vision)?.as_mut(),
+                counter,
+            )?;
             let tobj = CosineToTarget { tower: &model.text, layer: lt, pool: cap.pool, target: image_unit.clone() };
-            let t = bottleneck::optimise(&cap.hidden, settings, &tobj, source(Modality::Text)?.as_mut(), counter)?;
+            let t = bottleneck::optimise(
+                &cap.hidden,
+                settings,
+                &Mask::default(),
+                &tobj,
+                source(Modality::Text)?.as_mut(),
+                counter,
+            )?;
             out.push(RawCaption {
                 vision_capacity: v.capacity,
                 text_capacity: t.capacity,
