@@ -40,7 +40,7 @@ fn pytorch_checkpoint_matches_hf_forward() {
     }
     std::fs::copy(fmnist_model().join("tokenizer.json"), tmp.path().join("tokenizer.json")).unwrap();
     let model = ibex::models::Model::load(Some("clip"), tmp.path(), &Device::Cpu).unwrap();
-    let ibex::models::Model::Clip(b) = model;
+    let ibex::models::Model::Clip(b) = model else { panic!("expected a CLIP model") };
     assert_eq!(
         b.preprocessor.crop_width, 32,
         "CLIP defaults for the vision tower's size without preprocessor_config.json"

@@ -2,6 +2,7 @@
 //! prefix once and repeat only the suffix.
 
 pub mod clip;
+pub mod cnn;
 pub mod transformer;
 pub mod weights;
 
@@ -10,14 +11,18 @@ use candle_core::Device;
 use std::path::Path;
 
 /// Any model ibex can explain. Immutable once loaded; share it across threads behind an `Arc`.
+// loaded once and shared behind an `Arc`: the variants' size difference costs nothing
+#[allow(clippy::large_enum_variant)]
 pub enum Model {
     /// A CLIP dual encoder with its tokenizer and preprocessing.
     Clip(clip::ClipBundle),
+    /// A convolutional image classifier (EfficientNet-Lite) with labels and preprocessing.
+    Classifier(cnn::ClassifierBundle),
 }
 
 impl Model {
-    /// Loads a model directory. `kind` is `"clip"`, or `None`/`"auto"` to detect it from
-    /// `config.json`.
+    /// Loads a model directory. `kind` is `"clip"`, `"efficientnet_lite"`, or `None`/`"auto"`
+    /// to detect it from `config.json` (or, for classifiers, the tensor names).
     pub fn load(kind: Option<&str>, dir: &Path, device: &Device) -> Result<Model> {
         let kind = match kind.map(str::trim) {
             None | Some("") | Some("auto") => detect_kind(dir)?,
@@ -37,7 +42,15 @@ impl Model {
                 );
                 Ok(Model::Clip(b))
             }
-            other => Err(Error::Unsupported(format!("model kind '{other}' (this version supports: clip)"))),
+            "classifier" => Ok(Model::Classifier(cnn::ClassifierBundle::load(dir, None, device)?)),
+            other => match cnn::Architecture::from_kind(other) {
+                Some(a) => {
+                    let b = cnn::ClassifierBundle::load(dir, Some(a), device)?;
+                    log::info!("loaded {} classifier {} ({} classes)", a.kind(), dir.display(), b.network.num_classes);
+                    Ok(Model::Classifier(b))
+                }
+                None => Err(Error::Unsupported(format!("model kind '{other}' (this version supports: {KINDS})"))),
+            },
         }
     }
 
@@ -45,20 +58,29 @@ impl Model {
     pub fn kind(&self) -> &'static str {
         match self {
             Model::Clip(_) => "clip",
+            Model::Classifier(b) => b.architecture.kind(),
         }
     }
 }
 
+/// The model kinds `Model::load` accepts.
+pub const KINDS: &str = "clip, efficientnet_lite, auto";
+
 fn detect_kind(dir: &Path) -> Result<String> {
     let cfg = dir.join("config.json");
+    if !cfg.is_file() && dir.is_dir() {
+        // a bare classifier checkpoint: recognised from its tensor names
+        return Ok("classifier".into());
+    }
     let text = std::fs::read_to_string(&cfg).map_err(|e| Error::io(&cfg, e))?;
     let v: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| Error::format(&cfg, format!("not valid JSON ({e})")))?;
     match v.get("model_type").and_then(|t| t.as_str()) {
         Some("clip") => Ok("clip".into()),
+        _ if cnn::Architecture::detect(&v, None).is_some() => Ok("classifier".into()),
         Some(t) => {
-            Err(Error::Unsupported(format!("{}: model_type '{t}' (this version supports: clip)", cfg.display())))
+            Err(Error::Unsupported(format!("{}: model_type '{t}' (this version supports: {KINDS})", cfg.display())))
         }
-        None => Err(Error::format(&cfg, "no model_type: pass the model kind explicitly")),
+        None => Ok("classifier".into()),
     }
 }

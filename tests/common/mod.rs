@@ -95,3 +95,49 @@ pub fn median(mut v: Vec<f64>) -> f64 {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
+
+/// The bundled EfficientNet-Lite0 model directory.
+pub fn efficientnet_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models").join("efficientnet-lite0")
+}
+
+/// All tensors of a safetensors file under the fixtures.
+pub fn load_fixture(rel: &str) -> HashMap<String, Tensor> {
+    let p = fixtures().join(rel);
+    candle_core::safetensors::load(&p, &Device::Cpu).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// The 12 photo names in the order of `reference_logits`.
+pub const PHOTOS: [&str; 12] = [
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "camera",
+    "coins",
+    "china",
+    "dog",
+    "eagle",
+    "giraffe",
+    "person",
+    "kite",
+];
+
+/// The 224x224 network input of a fixture photo.
+pub fn photo224(name: &str) -> ibex::imaging::image::RgbImage {
+    let p = fixtures().join("images/photos/input224").join(format!("{name}.png"));
+    ibex::imaging::image::RgbImage::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// The mean over the first axis of `[n, …]` values like numpy's float32 `mean(axis=0)` (the
+/// reference's seed mean): rows added in order, then divided by n.
+pub fn numpy_mean0(t: &Tensor) -> Vec<f32> {
+    let n = t.dim(0).unwrap();
+    let v = vec_f32(t);
+    let plane = v.len() / n;
+    let mut sum = v[..plane].to_vec();
+    for row in v[plane..].chunks_exact(plane) {
+        sum.iter_mut().zip(row).for_each(|(a, &b)| *a += b);
+    }
+    sum.into_iter().map(|x| x / n as f32).collect()
+}

@@ -1,0 +1,372 @@
+//! Building blocks of convolutional classifiers, each with a forward pass, a forward pass that
+//! records a [`Tape`], and a written-out backward pass that returns only `∂loss/∂input` (no
+//! weight gradients, which attribution never needs). Batch-norm layers are folded into the
+//! convolution before them at load time (inference mode), so a convolution carries a bias.
+//!
+//! A layer keeps its parameters as plain tensors; a later training path can add weight
+//! gradients to the same types (`backward` would return them beside `dx`).
+
+use super::depthwise::{self, DwGeometry};
+use crate::error::{Error, Result};
+use crate::models::weights::Weights;
+use candle_core::{DType, Tensor, D};
+
+/// Activations a layer saved on its forward pass for its backward pass.
+#[derive(Debug, Default)]
+pub struct Tape {
+    pub saved: Vec<Tensor>,
+    pub children: Vec<Tape>,
+}
+
+/// One differentiable stage of a classifier.
+pub trait Layer: Send + Sync {
+    fn forward(&self, x: &Tensor) -> Result<Tensor>;
+    /// The forward pass plus what [`Layer::backward`] needs.
+    fn forward_tape(&self, x: &Tensor) -> Result<(Tensor, Tape)>;
+    /// `∂loss/∂x` from `∂loss/∂y`.
+    fn backward(&self, tape: &Tape, dy: &Tensor) -> Result<Tensor>;
+}
+
+/// How a convolution pads its input.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Padding {
+    /// Symmetric zero padding of `p` pixels (PyTorch `padding=p`).
+    Fixed(usize),
+    /// TensorFlow "SAME": `total = max((⌈i/s⌉ − 1)·s + k − i, 0)`, the smaller half first
+    /// (asymmetric for even totals' remainder), computed for each input size.
+    TfSame,
+}
+
+impl Padding {
+    /// `[top, bottom, left, right]` for an `h × w` input.
+    pub fn pads(&self, h: usize, w: usize, k: usize, s: usize) -> [usize; 4] {
+        match *self {
+            Padding::Fixed(p) => [p; 4],
+            Padding::TfSame => {
+                let total = |i: usize| ((i.div_ceil(s) - 1) * s + k).saturating_sub(i);
+                let (th, tw) = (total(h), total(w));
+                [th / 2, th - th / 2, tw / 2, tw - tw / 2]
+            }
+        }
+    }
+}
+
+/// Inference batch norm: `y = (x − mean)/sqrt(var + eps)·γ + β`, as a per-channel scale and shift.
+pub struct BatchNorm {
+    pub scale: Tensor,
+    pub shift: Tensor,
+}
+
+impl BatchNorm {
+    /// Reads `{prefix}.weight`, `.bias`, `.running_mean`, `.running_var` (each `[c]`).
+    pub fn load(w: &Weights, prefix: &str, c: usize, eps: f64) -> Result<Self> {
+        let g = w.get(&format!("{prefix}.weight"), &[c])?;
+        let b = w.get(&format!("{prefix}.bias"), &[c])?;
+        let m = w.get(&format!("{prefix}.running_mean"), &[c])?;
+        let v = w.get(&format!("{prefix}.running_var"), &[c])?;
+        let scale = (g / (v + eps)?.sqrt()?)?;
+        let shift = (b - (m * &scale)?)?;
+        Ok(BatchNorm { scale, shift })
+    }
+}
+
+/// A 2-D convolution (dense, 1×1 or depthwise) with an optional bias.
+pub struct Conv2d {
+    /// `[out, in / groups, k, k]`.
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    pub stride: usize,
+    pub padding: Padding,
+    pub groups: usize,
+}
+
+impl Conv2d {
+    /// Reads `{name}.weight` of shape `[out, in/groups, k, k]` (and `{name}.bias` if `bias`).
+    pub fn load(
+        w: &Weights,
+        name: &str,
+        (cin, cout, k): (usize, usize, usize),
+        stride: usize,
+        padding: Padding,
+        groups: usize,
+        bias: bool,
+    ) -> Result<Self> {
+        let weight = w.get(&format!("{name}.weight"), &[cout, cin / groups, k, k])?;
+        let bias = if bias { Some(w.get(&format!("{name}.bias"), &[cout])?) } else { None };
+        Ok(Conv2d { weight, bias, stride, padding, groups })
+    }
+
+    /// Folds an inference batch norm that follows this convolution into it.
+    pub fn fold(mut self, bn: &BatchNorm) -> Result<Self> {
+        let c = bn.scale.dim(0)?;
+        self.weight = self.weight.broadcast_mul(&bn.scale.reshape((c, 1, 1, 1))?)?;
+        self.bias = Some(match &self.bias {
+            Some(b) => ((b * &bn.scale)? + &bn.shift)?,
+            None => bn.shift.clone(),
+        });
+        Ok(self)
+    }
+
+    fn kernel(&self) -> usize {
+        self.weight.dim(3).unwrap_or(1)
+    }
+
+    fn out_channels(&self) -> usize {
+        self.weight.dim(0).unwrap_or(0)
+    }
+
+    fn is_depthwise(&self) -> bool {
+        self.groups > 1 && self.groups == self.out_channels() && self.weight.dim(1).ok() == Some(1)
+    }
+
+    fn is_pointwise(&self) -> bool {
+        self.kernel() == 1 && self.stride == 1 && self.groups == 1
+    }
+
+    fn geometry(&self, h: usize, w: usize) -> DwGeometry {
+        let (k, s) = (self.kernel(), self.stride);
+        DwGeometry { kernel: k, stride: s, pads: self.padding.pads(h, w, k, s) }
+    }
+
+    fn add_bias(&self, y: Tensor) -> Result<Tensor> {
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)?,
+            None => y,
+        })
+    }
+}
+
+impl Layer for Conv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        let cin = self.weight.dim(1)? * self.groups;
+        if c != cin {
+            return Err(Error::invalid(format!("convolution expects {cin} input channels, got {c}")));
+        }
+        let y = if self.is_pointwise() {
+            let o = self.out_channels();
+            left_matmul(&self.weight.reshape((o, c))?, &x.reshape((n, c, h * w))?)?.reshape((n, o, h, w))?
+        } else if self.is_depthwise() {
+            depthwise::forward(x, &self.weight, &self.geometry(h, w))?
+        } else if self.groups == 1 {
+            let g = self.geometry(h, w);
+            let [t, b, l, r] = g.pads;
+            g.output_size(h, w)?;
+            let xp = if g.pads == [0; 4] { x.clone() } else { x.pad_with_zeros(2, t, b)?.pad_with_zeros(3, l, r)? };
+            xp.conv2d(&self.weight, 0, self.stride, 1, 1)?
+        } else {
+            return Err(Error::Unsupported(format!("grouped convolution with {} groups", self.groups)));
+        };
+        self.add_bias(y)
+    }
+
+    fn forward_tape(&self, x: &Tensor) -> Result<(Tensor, Tape)> {
+        // the backward pass needs only the input's spatial size
+        let y = self.forward(x)?;
+        let (_, _, h, w) = x.dims4()?;
+        let size = Tensor::from_vec(vec![h as u32, w as u32], 2, &candle_core::Device::Cpu)?;
+        Ok((y, Tape { saved: vec![size], children: vec![] }))
+    }
+
+    fn backward(&self, tape: &Tape, dy: &Tensor) -> Result<Tensor> {
+        let hw = tape.saved[0].to_vec1::<u32>()?;
+        let (h, w) = (hw[0] as usize, hw[1] as usize);
+        let (n, o, ho, wo) = dy.dims4()?;
+        if self.is_pointwise() {
+            let c = self.weight.dim(1)?;
+            let wt = self.weight.reshape((o, c))?.t()?;
+            return Ok(left_matmul(&wt, &dy.reshape((n, o, ho * wo))?)?.reshape((n, c, h, w))?);
+        }
+        let g = self.geometry(h, w);
+        if self.is_depthwise() {
+            return depthwise::backward_input(dy, &self.weight, &g, h, w);
+        }
+        // dense: transposed convolution of the gradient, then drop the padding
+        let [t, b, l, r] = g.pads;
+        let k = self.kernel();
+        let dxp = dy.conv_transpose2d(&self.weight, 0, 0, self.stride, 1)?;
+        let (hp, wp) = (h + t + b, w + l + r);
+        let (gh, gw) = ((ho - 1) * self.stride + k, (wo - 1) * self.stride + k);
+        let dxp = dxp.pad_with_zeros(2, 0, hp - gh)?.pad_with_zeros(3, 0, wp - gw)?;
+        Ok(dxp.narrow(2, t, h)?.narrow(3, l, w)?)
+    }
+}
+
+/// `m [r, k]` times each matrix of `x [n, k, l]`, without copying `m` per batch entry (a
+/// zero batch stride; candle's `broadcast_matmul` would materialise `n` copies).
+fn left_matmul(m: &Tensor, x: &Tensor) -> Result<Tensor> {
+    let (r, k) = m.dims2()?;
+    let n = x.dim(0)?;
+    Ok(m.broadcast_as((n, r, k))?.matmul(&x.contiguous()?)?)
+}
+
+/// Elementwise activations.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Activation {
+    Relu,
+    /// `clamp(x, 0, 6)`.
+    Relu6,
+}
+
+impl Layer for Activation {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Activation::Relu => x.relu()?,
+            Activation::Relu6 => x.clamp(0f32, 6f32)?,
+        })
+    }
+
+    fn forward_tape(&self, x: &Tensor) -> Result<(Tensor, Tape)> {
+        let y = self.forward(x)?;
+        // the gradient passes where the activation is not saturated (PyTorch's rule: strictly
+        // inside (0, 6) for ReLU6, x > 0 for ReLU)
+        let mask = match self {
+            Activation::Relu => x.gt(0f32)?,
+            Activation::Relu6 => (x.gt(0f32)? * x.lt(6f32)?)?,
+        };
+        Ok((y, Tape { saved: vec![mask], children: vec![] }))
+    }
+
+    fn backward(&self, tape: &Tape, dy: &Tensor) -> Result<Tensor> {
+        Ok((dy * tape.saved[0].to_dtype(dy.dtype())?)?)
+    }
+}
+
+/// Layers applied in order.
+pub struct Sequence(pub Vec<Box<dyn Layer>>);
+
+impl Layer for Sequence {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut h = x.clone();
+        for l in &self.0 {
+            h = l.forward(&h)?;
+        }
+        Ok(h)
+    }
+
+    fn forward_tape(&self, x: &Tensor) -> Result<(Tensor, Tape)> {
+        let mut h = x.clone();
+        let mut children = Vec::with_capacity(self.0.len());
+        for l in &self.0 {
+            let (y, t) = l.forward_tape(&h)?;
+            children.push(t);
+            h = y;
+        }
+        Ok((h, Tape { saved: vec![], children }))
+    }
+
+    fn backward(&self, tape: &Tape, dy: &Tensor) -> Result<Tensor> {
+        let mut g = dy.clone();
+        for (l, t) in self.0.iter().zip(&tape.children).rev() {
+            g = l.backward(t, &g)?;
+        }
+        Ok(g)
+    }
+}
+
+/// `post(body(x) + skip(x))`, with `skip` the identity when absent (MBConv, ResNet blocks).
+pub struct Residual {
+    pub body: Sequence,
+    pub skip: Option<Sequence>,
+    pub post: Option<Activation>,
+}
+
+impl Layer for Residual {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let s = match &self.skip {
+            Some(s) => s.forward(x)?,
+            None => x.clone(),
+        };
+        let y = (self.body.forward(x)? + s)?;
+        match &self.post {
+            Some(a) => a.forward(&y),
+            None => Ok(y),
+        }
+    }
+
+    fn forward_tape(&self, x: &Tensor) -> Result<(Tensor, Tape)> {
+        let (b, bt) = self.body.forward_tape(x)?;
+        let (s, st) = match &self.skip {
+            Some(s) => s.forward_tape(x)?,
+            None => (x.clone(), Tape::default()),
+        };
+        let y = (b + s)?;
+        let (y, pt) = match &self.post {
+            Some(a) => a.forward_tape(&y)?,
+            None => (y, Tape::default()),
+        };
+        Ok((y, Tape { saved: vec![], children: vec![bt, st, pt] }))
+    }
+
+    fn backward(&self, tape: &Tape, dy: &Tensor) -> Result<Tensor> {
+        let g = match &self.post {
+            Some(a) => a.backward(&tape.children[2], dy)?,
+            None => dy.clone(),
+        };
+        let gb = self.body.backward(&tape.children[0], &g)?;
+        let gs = match &self.skip {
+            Some(s) => s.backward(&tape.children[1], &g)?,
+            None => g,
+        };
+        Ok((gb + gs)?)
+    }
+}
+
+/// Global average pooling `[N, C, H, W]` → `[N, C]`.
+pub struct GlobalAvgPool;
+
+impl Layer for GlobalAvgPool {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.mean(D::Minus1)?.mean(D::Minus1)?)
+    }
+
+    fn forward_tape(&self, x: &Tensor) -> Result<(Tensor, Tape)> {
+        let (_, _, h, w) = x.dims4()?;
+        let size = Tensor::from_vec(vec![h as u32, w as u32], 2, &candle_core::Device::Cpu)?;
+        Ok((self.forward(x)?, Tape { saved: vec![size], children: vec![] }))
+    }
+
+    fn backward(&self, tape: &Tape, dy: &Tensor) -> Result<Tensor> {
+        let hw = tape.saved[0].to_vec1::<u32>()?;
+        let (h, w) = (hw[0] as usize, hw[1] as usize);
+        let (n, c) = dy.dims2()?;
+        Ok((dy / (h * w) as f64)?.reshape((n, c, 1, 1))?.broadcast_as((n, c, h, w))?.contiguous()?)
+    }
+}
+
+/// `y = x Wᵀ + b` on `[N, in]`.
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn load(w: &Weights, name: &str, cin: usize, cout: usize, bias: bool) -> Result<Self> {
+        let weight = w.get(&format!("{name}.weight"), &[cout, cin])?;
+        let bias = if bias { Some(w.get(&format!("{name}.bias"), &[cout])?) } else { None };
+        Ok(Linear { weight, bias })
+    }
+}
+
+impl Layer for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.matmul(&self.weight.t()?)?;
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+
+    fn forward_tape(&self, x: &Tensor) -> Result<(Tensor, Tape)> {
+        Ok((self.forward(x)?, Tape::default()))
+    }
+
+    fn backward(&self, _tape: &Tape, dy: &Tensor) -> Result<Tensor> {
+        Ok(dy.matmul(&self.weight)?)
+    }
+}
+
+/// Whether every element of `t` is finite.
+pub fn all_finite(t: &Tensor) -> Result<bool> {
+    Ok(t.flatten_all()?.abs()?.max(0)?.to_dtype(DType::F64)?.to_scalar::<f64>()?.is_finite())
+}
