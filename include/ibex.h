@@ -76,6 +76,9 @@
 // A panic inside ibex was caught at the boundary (a bug: please report it).
 #define IBEX_ERR_PANIC 12
 
+// Batch-norm epsilon of the TF checkpoints.
+#define BN_EPS 1e-3
+
 // A thread-safe cancel flag: `ibex_cancel_token_cancel` may be called from any thread while
 // `ibex_explain` runs on another.
 typedef struct ibex_cancel_token ibex_cancel_token;
@@ -114,7 +117,8 @@ typedef struct ibex_image_view {
 
 // What to explain. Set `struct_size = sizeof(ibex_target)`. For M2IB give a caption in
 // `text`, or several in `texts`/`text_count` (all are explained against the same image;
-// `text` first if both are set). `class_index` is for classifiers (-1: none / predicted class).
+// `text` first if both are set). `class_index` is for classifiers: the class to explain, or
+// -1 for the predicted class (an index past the model's classes is an error).
 typedef struct ibex_target {
   uint32_t struct_size;
   int32_t class_index;
@@ -241,8 +245,8 @@ void ibex_image_free(struct ibex_image *image);
 // already installed another Rust `log` logger, this returns `IBEX_ERR_UNSUPPORTED`.
 int32_t ibex_set_log_callback(ibex_log_fn callback, int32_t max_level, void *user);
 
-// Loads a model. `kind`: `"clip"`, or NULL/`"auto"` to detect from `config.json`. `path`: a
-// model directory or a Hugging Face id (resolved from the local HF cache, downloaded when
+// Loads a model. `kind`: `"clip"`, `"efficientnet_lite"`, or NULL/`"auto"` to detect from
+// `config.json` or the tensor names. `path`: a model directory or a Hugging Face id (resolved from the local HF cache, downloaded when
 // online). Options: `device` (`cpu`, `cuda`, `cuda:N`).
 //
 // # Safety
@@ -258,9 +262,12 @@ int32_t ibex_model_load(const char *kind,
 // `model` from `ibex_model_load`, not used afterwards.
 void ibex_model_free(struct ibex_model *model);
 
-// Creates an explainer for `method` (`"m2ib"`) on `model`. Options override the method's
-// defaults (M2IB: `beta`, `steps`, `lr`, `samples`, `samples_per_pass`, `seed`, `layer`,
-// `vision_layer`, `text_layer`, `alpha_init`); unknown keys are errors.
+// Creates an explainer for `method` on `model`: `"m2ib"` (CLIP), `"iba"` or `"gradcam"`
+// (classifiers). Options override the method's defaults — M2IB: `beta`, `steps`, `lr`,
+// `samples`, `samples_per_pass`, `seed`, `layer`, `vision_layer`, `text_layer`, `alpha_init`;
+// IBA: `layer` (a tap such as `"blocks.10"`), `statistics` (file), `beta`, `steps`, `lr`,
+// `samples`, `samples_per_pass`, `seed`, `sigma`, `min_std`, `active_threshold`,
+// `alpha_init`; Grad-CAM: `layer`. Unknown keys are errors.
 //
 // # Safety
 // `model` valid; `method` NUL-terminated; `options` NULL or valid; `out` valid.
@@ -396,7 +403,8 @@ int32_t ibex_result_token(const struct ibex_result *result,
                           const char **out_text,
                           float *out_score);
 
-// The result's metadata as JSON (method, texts with tokens and scores, settings, timing);
+// The result's metadata as JSON (`Explanation::report` without map data: method, target and
+// top-5 for classifiers, texts with tokens and scores, map names/units/sizes, settings, timing);
 // valid while the result lives.
 //
 // # Safety

@@ -1,8 +1,15 @@
 //! Attribution methods, one module each, built on [`crate::bottleneck`] and [`crate::models`],
 //! and the method-independent [`Explanation`] that the C ABI and bindings expose.
 
+pub mod classifier;
+pub mod gradcam;
+pub mod iba;
 pub mod m2ib;
+pub mod options;
 
+pub use classifier::{ClassScore, Prediction};
+pub use gradcam::{GradCam, GradCamConfig, GradCamExplanation};
+pub use iba::{Iba, IbaConfig, IbaExplanation};
 pub use m2ib::{M2ib, M2ibConfig, M2ibExplanation};
 
 use crate::control::RunControl;
@@ -22,9 +29,9 @@ pub struct Target {
 /// One map of an explanation.
 #[derive(Clone, Debug)]
 pub struct NamedMap {
-    /// e.g. `image`, `image_capacity`, `text`, `text_capacity`.
+    /// e.g. `image`, `image_capacity`, `text`, `text_capacity`, `saliency`, `gradcam`.
     pub name: String,
-    /// `normalized` (min-max to [0, 1]) or `nats`.
+    /// `normalized` (min-max to [0, 1]), `nats`, `bits` or `bits_per_pixel`.
     pub units: String,
     /// The caption this map belongs to, if any.
     pub text_index: Option<usize>,
@@ -42,12 +49,15 @@ pub struct TextResult {
     pub similarity: f32,
 }
 
-/// A method-independent explanation: maps with names and units, per-caption token scores.
+/// A method-independent explanation: maps with names and units (`maps[0]` is the method's main
+/// map), per-caption token scores (CLIP), the prediction and target (classifiers).
 #[derive(Clone, Debug)]
 pub struct Explanation {
     pub method: String,
     pub maps: Vec<NamedMap>,
     pub texts: Vec<TextResult>,
+    /// Classifiers: the class explained and the top-5 on the clean input.
+    pub prediction: Option<Prediction>,
     /// The preprocessed image the maps refer to.
     pub image: RgbImage,
     /// Where the maps lie on the original image: `[x0, y0, x1, y1]` in its pixels.
@@ -99,6 +109,7 @@ impl From<M2ibExplanation> for Explanation {
             method: "m2ib".into(),
             maps,
             texts,
+            prediction: None,
             image: ex.image,
             source_region: ex.source_region,
             config: serde_json::to_value(&ex.config).unwrap_or_default(),
@@ -107,9 +118,82 @@ impl From<M2ibExplanation> for Explanation {
     }
 }
 
+impl Explanation {
+    /// The report every front end writes (CLI `--json`, `ibex_result_json`): `method`, `model`,
+    /// `target` and `top5` (classifiers), `texts` (CLIP), `maps` (`name`, `units`, `width`,
+    /// `height`, and the row-major `data` if `with_data`; `maps[0]` is the main map), `image`
+    /// (size and `source_region`), `config`, `elapsed_ms`.
+    pub fn report(&self, model: Option<&str>, with_data: bool) -> serde_json::Value {
+        let maps: Vec<serde_json::Value> = self
+            .maps
+            .iter()
+            .map(|m| {
+                let mut v = serde_json::json!({
+                    "name": m.name, "units": m.units, "width": m.map.width, "height": m.map.height,
+                    "text_index": m.text_index,
+                });
+                if with_data {
+                    v["data"] = serde_json::json!(m.map.data);
+                }
+                v
+            })
+            .collect();
+        serde_json::json!({
+            "method": self.method,
+            "model": model,
+            "target": self.prediction.as_ref().map(|p| &p.target),
+            "top5": self.prediction.as_ref().map(|p| &p.top5),
+            "texts": self.texts,
+            "maps": maps,
+            "image": { "width": self.image.width, "height": self.image.height, "source_region": self.source_region },
+            "config": self.config,
+            "elapsed_ms": self.elapsed_ms,
+        })
+    }
+}
+
+fn map(name: &str, units: &str, map: Heatmap) -> NamedMap {
+    NamedMap { name: name.into(), units: units.into(), text_index: None, map }
+}
+
+impl From<IbaExplanation> for Explanation {
+    fn from(ex: IbaExplanation) -> Self {
+        Explanation {
+            method: "iba".into(),
+            maps: vec![map("saliency", "bits_per_pixel", ex.saliency), map("capacity", "bits", ex.capacity_bits)],
+            texts: vec![],
+            prediction: Some(ex.prediction),
+            image: ex.image,
+            source_region: ex.source_region,
+            config: serde_json::to_value(&ex.config).unwrap_or_default(),
+            elapsed_ms: ex.elapsed_ms,
+        }
+    }
+}
+
+impl From<GradCamExplanation> for Explanation {
+    fn from(ex: GradCamExplanation) -> Self {
+        Explanation {
+            method: "gradcam".into(),
+            maps: vec![map("gradcam", "normalized", ex.map), map("gradcam_grid", "relu_weighted_activation", ex.grid)],
+            texts: vec![],
+            prediction: Some(ex.prediction),
+            image: ex.image,
+            source_region: ex.source_region,
+            config: serde_json::to_value(&ex.config).unwrap_or_default(),
+            elapsed_ms: ex.elapsed_ms,
+        }
+    }
+}
+
+/// The methods `Method::create` knows, per model family.
+pub const METHODS: &str = "m2ib (clip); iba, gradcam (classifiers)";
+
 /// A configured method, ready to explain inputs of one model kind.
 pub enum Method {
     M2ib(M2ib),
+    Iba(Iba),
+    GradCam(GradCam),
 }
 
 impl Method {
@@ -118,8 +202,13 @@ impl Method {
     pub fn create(model: &Model, name: &str, options: &serde_json::Value) -> Result<Method> {
         match (name.trim().to_ascii_lowercase().as_str(), model) {
             ("m2ib", Model::Clip(b)) => Ok(Method::M2ib(M2ib::new(M2ibConfig::for_bundle(b)?.merged(options)?)?)),
+            ("iba", Model::Classifier(b)) => Ok(Method::Iba(Iba::new(b, IbaConfig::for_bundle(b)?.merged(options)?)?)),
+            ("gradcam" | "grad-cam", Model::Classifier(b)) => {
+                let cfg = options::merge(&GradCamConfig { layer: None }, options, "Grad-CAM", &[])?;
+                Ok(Method::GradCam(GradCam::new(b, cfg)?))
+            }
             (other, m) => {
-                Err(Error::Unsupported(format!("method '{other}' for a {} model (available: m2ib for clip)", m.kind())))
+                Err(Error::Unsupported(format!("method '{other}' for a {} model (available: {METHODS})", m.kind())))
             }
         }
     }
@@ -151,6 +240,17 @@ impl Method {
                 let caps: Vec<&str> = target.texts.iter().map(String::as_str).collect();
                 Ok(m.explain_batch(b, images, &caps, control)?.into_iter().map(Explanation::from).collect())
             }
+            (Method::Iba(m), Model::Classifier(b)) => Ok(m
+                .explain_batch(b, images, target.class_index, control)?
+                .into_iter()
+                .map(Explanation::from)
+                .collect()),
+            (Method::GradCam(m), Model::Classifier(b)) => Ok(m
+                .explain_batch(b, images, target.class_index, control)?
+                .into_iter()
+                .map(Explanation::from)
+                .collect()),
+            _ => Err(Error::invalid("this explainer was created for another kind of model")),
         }
     }
 }

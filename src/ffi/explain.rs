@@ -10,7 +10,8 @@ use std::ffi::c_char;
 
 /// What to explain. Set `struct_size = sizeof(ibex_target)`. For M2IB give a caption in
 /// `text`, or several in `texts`/`text_count` (all are explained against the same image;
-/// `text` first if both are set). `class_index` is for classifiers (-1: none / predicted class).
+/// `text` first if both are set). `class_index` is for classifiers: the class to explain, or
+/// -1 for the predicted class (an index past the model's classes is an error).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct ibex_target {

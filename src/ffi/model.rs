@@ -18,8 +18,8 @@ pub struct ibex_explainer {
     pub(crate) method: Method,
 }
 
-/// Loads a model. `kind`: `"clip"`, or NULL/`"auto"` to detect from `config.json`. `path`: a
-/// model directory or a Hugging Face id (resolved from the local HF cache, downloaded when
+/// Loads a model. `kind`: `"clip"`, `"efficientnet_lite"`, or NULL/`"auto"` to detect from
+/// `config.json` or the tensor names. `path`: a model directory or a Hugging Face id (resolved from the local HF cache, downloaded when
 /// online). Options: `device` (`cpu`, `cuda`, `cuda:N`).
 ///
 /// # Safety
@@ -68,9 +68,12 @@ pub unsafe extern "C" fn ibex_model_free(model: *mut ibex_model) {
     })
 }
 
-/// Creates an explainer for `method` (`"m2ib"`) on `model`. Options override the method's
-/// defaults (M2IB: `beta`, `steps`, `lr`, `samples`, `samples_per_pass`, `seed`, `layer`,
-/// `vision_layer`, `text_layer`, `alpha_init`); unknown keys are errors.
+/// Creates an explainer for `method` on `model`: `"m2ib"` (CLIP), `"iba"` or `"gradcam"`
+/// (classifiers). Options override the method's defaults — M2IB: `beta`, `steps`, `lr`,
+/// `samples`, `samples_per_pass`, `seed`, `layer`, `vision_layer`, `text_layer`, `alpha_init`;
+/// IBA: `layer` (a tap such as `"blocks.10"`), `statistics` (file), `beta`, `steps`, `lr`,
+/// `samples`, `samples_per_pass`, `seed`, `sigma`, `min_std`, `active_threshold`,
+/// `alpha_init`; Grad-CAM: `layer`. Unknown keys are errors.
 ///
 /// # Safety
 /// `model` valid; `method` NUL-terminated; `options` NULL or valid; `out` valid.

@@ -18,14 +18,7 @@ impl ibex_result {
         let cs = |s: &str| CString::new(s.replace('\0', " ")).unwrap_or_default();
         let names = ex.maps.iter().map(|m| (cs(&m.name), cs(&m.units))).collect();
         let tokens = ex.texts.iter().map(|t| t.tokens.iter().map(|s| cs(s)).collect()).collect();
-        let json = cs(&serde_json::json!({
-            "method": ex.method,
-            "texts": ex.texts,
-            "config": ex.config,
-            "elapsed_ms": ex.elapsed_ms,
-            "image": { "width": ex.image.width, "height": ex.image.height, "source_region": ex.source_region },
-        })
-        .to_string());
+        let json = cs(&ex.report(None, false).to_string());
         ibex_result { ex, names, tokens, json }
     }
 }
@@ -253,7 +246,8 @@ pub unsafe extern "C" fn ibex_result_token(
     })
 }
 
-/// The result's metadata as JSON (method, texts with tokens and scores, settings, timing);
+/// The result's metadata as JSON (`Explanation::report` without map data: method, target and
+/// top-5 for classifiers, texts with tokens and scores, map names/units/sizes, settings, timing);
 /// valid while the result lives.
 ///
 /// # Safety
