@@ -20,6 +20,7 @@ pub mod explain;
 pub mod ffi;
 pub mod hub;
 pub mod imaging;
+pub mod metrics;
 pub mod models;
 
 pub use control::{CancelToken, RunControl};
