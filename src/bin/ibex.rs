@@ -1,15 +1,18 @@
 //! `ibex` — command-line front end of the ibex library.
 //!
-//! `ibex m2ib --image FILE --text "…"` explains an image–caption pair with M2IB on the bundled
-//! demo model (or `--model DIR|HF_ID`), prints per-token scores, and writes an overlay PNG and
-//! a JSON report on request.
+//! `ibex explain IMAGE` explains a classifier's prediction (default: the bundled ImageNet
+//! EfficientNet-Lite0 with IBA) or, with a CLIP model and `--text`, an image–caption match;
+//! `ibex m2ib --image FILE --text "…"` is M2IB on the bundled demo CLIP. Both print a summary
+//! and write an overlay PNG (on the original image) and a JSON report on request.
 
 use clap::{Args, Parser, Subcommand};
 use ibex::explain::m2ib::{M2ib, M2ibConfig, M2ibExplanation};
+use ibex::explain::{Explanation, Method, Target};
 use ibex::imaging::colormap::Colormap;
 use ibex::imaging::image::RgbImage;
-use ibex::imaging::overlay::{overlay, write_png};
+use ibex::imaging::overlay::{overlay_on_original, write_png};
 use ibex::models::clip::ClipBundle;
+use ibex::models::Model;
 use ibex::{Error, Result, RunControl};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -23,8 +26,113 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Explain what a model looks at: a classifier's class (IBA, Grad-CAM) or a CLIP
+    /// image–caption match (M2IB). Default: the bundled ImageNet EfficientNet-Lite0 with IBA.
+    Explain(ExplainArgs),
     /// M2IB: which image regions and caption tokens carry the image–text alignment (CLIP).
     M2ib(M2ibArgs),
+    /// Load a model and describe it: kind, taps (for --layer), classes, load time.
+    Info(InfoArgs),
+}
+
+#[derive(Args)]
+struct InfoArgs {
+    /// Model directory or Hugging Face id; default: the bundled EfficientNet-Lite0.
+    #[arg(long)]
+    model: Option<String>,
+    /// Compute device: cpu, cuda, cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+fn run_info(a: InfoArgs) -> Result<()> {
+    let device = ibex::device::parse_device(&a.device)?;
+    let dir = match &a.model {
+        Some(m) => ibex::hub::resolve_model(m)?,
+        None => default_model(),
+    };
+    let start = std::time::Instant::now();
+    let model = Model::load(None, &dir, &device)?;
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    println!("model: {} ({})", dir.display(), model.kind());
+    println!("loaded in {ms:.0} ms on {}", ibex::device::device_name(&device));
+    match &model {
+        Model::Classifier(b) => {
+            println!("classes: {} ({} … {})", b.network.num_classes, b.label(0), b.label(b.network.num_classes - 1));
+            println!("taps: {}", b.network.taps().join(", "));
+            let rec = &b.recommended;
+            if rec.as_object().is_some_and(|o| !o.is_empty()) {
+                println!("recommended settings (ibex.json): {rec}");
+            }
+        }
+        Model::Clip(b) => {
+            println!(
+                "vision layers: 0..={}, text layers: 0..={}, patch grid {}x{}",
+                b.model.vision.depth() - 1,
+                b.model.text.depth() - 1,
+                b.model.config.vision.grid(),
+                b.model.config.vision.grid()
+            );
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+struct ExplainArgs {
+    /// Image file (PNG, JPEG, WebP, BMP, TIFF).
+    image: PathBuf,
+    /// Model directory or Hugging Face id; default: the bundled EfficientNet-Lite0 (ImageNet).
+    #[arg(long)]
+    model: Option<String>,
+    /// Method: iba or gradcam (classifiers), m2ib (CLIP). Default: iba, or m2ib for CLIP.
+    #[arg(long)]
+    method: Option<String>,
+    /// Class to explain (index); default: the predicted class.
+    #[arg(long)]
+    target: Option<usize>,
+    /// Caption to explain (CLIP); repeat for several.
+    #[arg(long = "text")]
+    texts: Vec<String>,
+    /// Tap to explain at (e.g. blocks.10); default: the model's recommendation.
+    #[arg(long)]
+    layer: Option<String>,
+    /// Compression weight β (IBA default 10, M2IB 0.1).
+    #[arg(long)]
+    beta: Option<f64>,
+    /// Optimisation steps (default 10).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Noise samples per step (default 10).
+    #[arg(long)]
+    samples: Option<usize>,
+    /// At most this many samples per pass, to bound memory (default: all).
+    #[arg(long)]
+    samples_per_pass: Option<usize>,
+    /// Noise seed (default 0): the same seed gives the same map.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// IBA feature statistics (safetensors from `ibex stats`); default: the model's.
+    #[arg(long)]
+    stats: Option<PathBuf>,
+    /// Compute device: cpu, cuda, cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Write the main map over the original image to this PNG.
+    #[arg(long)]
+    overlay: Option<PathBuf>,
+    /// Colormap of the overlay: turbo, jet, viridis, gray.
+    #[arg(long, default_value = "turbo")]
+    colormap: String,
+    /// Opacity of the heatmap in the overlay (0..1).
+    #[arg(long, default_value_t = 0.5)]
+    opacity: f32,
+    /// Write the JSON report (maps with data, target, top-5, settings, timing) to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -84,6 +192,117 @@ struct M2ibArgs {
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
+}
+
+/// The bundled classifier: `IBEX_DEFAULT_MODEL`, else `models/efficientnet-lite0` of the
+/// source tree.
+fn default_model() -> PathBuf {
+    std::env::var_os("IBEX_DEFAULT_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models").join("efficientnet-lite0"))
+}
+
+fn progress_bar(quiet: bool, label: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    if !quiet && std::io::stderr().is_terminal() {
+        let t = format!("{{spinner}} {label} [{{bar:30}}] {{pos}}/{{len}} steps {{elapsed_precise}}");
+        bar.set_style(indicatif::ProgressStyle::with_template(&t).expect("template").progress_chars("=> "));
+    } else {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar
+}
+
+fn run_explain(a: ExplainArgs) -> Result<()> {
+    let device = ibex::device::parse_device(&a.device)?;
+    let dir = match &a.model {
+        Some(m) => ibex::hub::resolve_model(m)?,
+        None => default_model(),
+    };
+    let model = Model::load(None, &dir, &device)?;
+    let method = match (&a.method, &model) {
+        (Some(m), _) => m.to_ascii_lowercase(),
+        (None, Model::Clip(_)) => "m2ib".into(),
+        (None, Model::Classifier(_)) => "iba".into(),
+    };
+    let mut opts = serde_json::Map::new();
+    if let Some(l) = &a.layer {
+        // CLIP layers are numbers; classifier taps are names
+        let v = match (&model, l.parse::<usize>()) {
+            (Model::Clip(_), Ok(n)) => n.into(),
+            _ => l.clone().into(),
+        };
+        opts.insert("layer".into(), v);
+    }
+    let mut set = |k: &str, v: Option<serde_json::Value>| {
+        if let Some(v) = v {
+            opts.insert(k.into(), v);
+        }
+    };
+    set("beta", a.beta.map(Into::into));
+    set("steps", a.steps.map(Into::into));
+    set("samples", a.samples.map(Into::into));
+    set("samples_per_pass", a.samples_per_pass.map(Into::into));
+    set("seed", a.seed.map(Into::into));
+    set("statistics", a.stats.as_ref().map(|p| p.display().to_string().into()));
+    let m = Method::create(&model, &method, &serde_json::Value::Object(opts))?;
+    let cmap: Colormap = a.colormap.parse()?;
+    if !(0.0..=1.0).contains(&a.opacity) {
+        return Err(Error::invalid(format!("--opacity must be in 0..1, got {}", a.opacity)));
+    }
+    let image = RgbImage::load(&a.image)?;
+    let target = Target { class_index: a.target, texts: a.texts.clone() };
+    let bar = progress_bar(a.quiet, &method);
+    let mut control = RunControl::with_progress(|done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+        true
+    });
+    let ex = m.explain(&model, &image, &target, &mut control)?;
+    drop(control);
+    bar.finish_and_clear();
+    print_summary(&ex);
+    if let Some(path) = &a.overlay {
+        write_png(&overlay_on_original(&image, &ex.maps[0].map, ex.source_region, cmap, a.opacity)?, path)?;
+        println!("overlay: {}", path.display());
+    }
+    if let Some(path) = &a.json {
+        let text =
+            serde_json::to_string(&ex.report(Some(&dir.display().to_string()), true)).expect("report serialises");
+        std::fs::write(path, text).map_err(|e| Error::io(path, e))?;
+        println!("json: {}", path.display());
+    }
+    Ok(())
+}
+
+fn print_summary(ex: &Explanation) {
+    if let Some(p) = &ex.prediction {
+        println!("top-5:");
+        for c in &p.top5 {
+            println!("  {:>4}  {:<30} {:6.2} %", c.index, c.label, 100.0 * c.probability);
+        }
+        println!(
+            "explained: class {} ({}), p = {:.3}, method {}",
+            p.target.index, p.target.label, p.target.probability, ex.method
+        );
+    }
+    for t in &ex.texts {
+        println!("caption {:?}: image-text cosine {:.4}", t.caption, t.similarity);
+        for (tok, s) in t.tokens.iter().zip(&t.scores) {
+            println!("  {tok:>18}  {s:5.3}  {}", "#".repeat((s * 20.0).round() as usize));
+        }
+    }
+    let main = &ex.maps[0];
+    let (x, y) = main.map.argmax();
+    println!(
+        "map '{}' ({}, {}x{}): peak at (x={x}, y={y}), sum {:.1}",
+        main.name,
+        main.units,
+        main.map.width,
+        main.map.height,
+        main.map.sum()
+    );
+    println!("elapsed: {:.0} ms", ex.elapsed_ms);
 }
 
 /// The bundled demo model: `IBEX_DEMO_MODEL`, else `models/fmnist-clip` of the source tree.
@@ -153,17 +372,8 @@ fn run_m2ib(a: M2ibArgs) -> Result<()> {
     let image = RgbImage::load(&a.image)?;
     let m2ib = M2ib::new(cfg)?;
     let captions: Vec<&str> = a.texts.iter().map(String::as_str).collect();
-    let show = !a.quiet && std::io::stderr().is_terminal();
-    let bar = indicatif::ProgressBar::new(m2ib.total_steps(captions.len()) as u64);
-    if show {
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} M2IB [{bar:30}] {pos}/{len} steps {elapsed_precise}")
-                .expect("template")
-                .progress_chars("=> "),
-        );
-    } else {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
+    let bar = progress_bar(a.quiet, "M2IB");
+    bar.set_length(m2ib.total_steps(captions.len()) as u64);
     let mut control = RunControl::with_progress(|done, _| {
         bar.set_position(done as u64);
         true
@@ -175,7 +385,7 @@ fn run_m2ib(a: M2ibArgs) -> Result<()> {
     if let Some(base) = &a.overlay {
         for (i, c) in ex.captions.iter().enumerate() {
             let path = indexed_path(base, i, ex.captions.len());
-            write_png(&overlay(&ex.image, &c.image_map, cmap, a.opacity)?, &path)?;
+            write_png(&overlay_on_original(&image, &c.image_map, ex.source_region, cmap, a.opacity)?, &path)?;
             println!("overlay: {}", path.display());
         }
     }
@@ -239,7 +449,9 @@ fn json_report(ex: &M2ibExplanation, model: &Path, device: &str) -> serde_json::
 fn main() {
     let cli = Cli::parse();
     let r = match cli.command {
+        Command::Explain(a) => run_explain(a),
         Command::M2ib(a) => run_m2ib(a),
+        Command::Info(a) => run_info(a),
     };
     if let Err(e) = r {
         eprintln!("ibex: error: {e}");

@@ -118,6 +118,50 @@ impl Heatmap {
         Heatmap { width, height, data }
     }
 
+    /// Resizes to `width × height` like scikit-image's `resize(order=1, mode="reflect")`
+    /// (scipy `zoom` with `grid_mode=True`, `mode="mirror"`), which IBA's `to_saliency_map`
+    /// uses: bilinear with half-pixel centres, source coordinate `(dst + 0.5)·in/out − 0.5`, and
+    /// outside the map the values are mirrored about the edge pixel's centre (index −1 reads 1)
+    /// instead of clamped. Computed in `f64`. Differs from [`Heatmap::upsample_bilinear`] only in
+    /// the outer band of half a source pixel.
+    pub fn resize_bilinear_mirror(&self, width: u32, height: u32) -> Heatmap {
+        let (out_w, out_h) = (width as usize, height as usize);
+        let (in_w, in_h) = (self.width as usize, self.height as usize);
+        if in_w == 0 || in_h == 0 {
+            return Heatmap { width, height, data: vec![0.0; out_w * out_h] };
+        }
+        let src = self.values();
+        let axis = |n_in: usize, n_out: usize| -> Vec<(usize, usize, f64)> {
+            let mirror = |i: isize| -> usize {
+                if n_in == 1 {
+                    return 0;
+                }
+                let period = 2 * (n_in as isize - 1);
+                let m = i.rem_euclid(period);
+                (if m >= n_in as isize { period - m } else { m }) as usize
+            };
+            (0..n_out)
+                .map(|d| {
+                    let x = (d as f64 + 0.5) * n_in as f64 / n_out as f64 - 0.5;
+                    let f = x.floor();
+                    (mirror(f as isize), mirror(f as isize + 1), x - f)
+                })
+                .collect()
+        };
+        let xs = axis(in_w, out_w);
+        let ys = axis(in_h, out_h);
+        let at = |x: usize, y: usize| f64::from(src[y * in_w + x]);
+        let mut data = Vec::with_capacity(out_w * out_h);
+        for &(y0, y1, fy) in &ys {
+            for &(x0, x1, fx) in &xs {
+                let top = at(x0, y0) * (1.0 - fx) + at(x1, y0) * fx;
+                let bottom = at(x0, y1) * (1.0 - fx) + at(x1, y1) * fx;
+                data.push((top * (1.0 - fy) + bottom * fy) as f32);
+            }
+        }
+        Heatmap { width, height, data }
+    }
+
     /// Min-max normalised to [0, 1]: `(x - min) / (max - min)`. A constant map gives all zeros.
     ///
     /// # Errors

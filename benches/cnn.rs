@@ -1,0 +1,36 @@
+//! Classifier methods on the bundled EfficientNet-Lite0 (CPU, fp32), per heatmap on one
+//! 224×224 photo: IBA at `blocks.10` (paper defaults: 10 steps × 10 samples), Grad-CAM, and
+//! a plain forward pass (a batch of 17, what a deletion curve scores per call).
+//!
+//! `cargo bench --bench cnn`; compare with the official IBA timed on the same machine
+//! (`tools/time_official_iba.py`, see README "Performance").
+
+use candle_core::{Device, Tensor};
+use criterion::{criterion_group, criterion_main, Criterion};
+use ibex::explain::{GradCam, GradCamConfig, Iba, IbaConfig};
+use ibex::models::cnn::ClassifierBundle;
+use ibex::RunControl;
+use std::path::Path;
+
+fn bench(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let b = ClassifierBundle::load(&root.join("models/efficientnet-lite0"), None, &dev).expect("bundled model");
+    let image = ibex::imaging::image::RgbImage::load(&root.join("examples/images/chelsea.png")).expect("image");
+    let iba = Iba::new(&b, IbaConfig::for_bundle(&b).unwrap()).unwrap();
+    let gc = GradCam::new(&b, GradCamConfig { layer: Some("blocks.10".into()) }).unwrap();
+    let mut g = c.benchmark_group("efficientnet_lite0");
+    g.sample_size(10);
+    g.bench_function("iba_per_heatmap", |bn| {
+        bn.iter(|| iba.explain_batch(&b, std::slice::from_ref(&image), None, &mut RunControl::default()).unwrap())
+    });
+    g.bench_function("gradcam_per_image", |bn| {
+        bn.iter(|| gc.explain_batch(&b, std::slice::from_ref(&image), None, &mut RunControl::default()).unwrap())
+    });
+    let x = Tensor::randn(0f32, 1.0, (17, 3, 224, 224), &dev).unwrap();
+    g.bench_function("forward_batch17", |bn| bn.iter(|| b.network.forward(&x).unwrap()));
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
