@@ -16,7 +16,7 @@ use std::path::Path;
 pub enum Model {
     /// A CLIP dual encoder with its tokenizer and preprocessing.
     Clip(clip::ClipBundle),
-    /// A convolutional image classifier (EfficientNet-Lite) with labels and preprocessing.
+    /// A convolutional image classifier (EfficientNet-Lite, ResNet, ConvNeXt) with labels and preprocessing.
     Classifier(cnn::ClassifierBundle),
 }
 
@@ -64,7 +64,7 @@ impl Model {
 }
 
 /// The model kinds `Model::load` accepts.
-pub const KINDS: &str = "clip, efficientnet_lite, auto";
+pub const KINDS: &str = "clip, efficientnet_lite, resnet, convnext, auto";
 
 fn detect_kind(dir: &Path) -> Result<String> {
     let cfg = dir.join("config.json");

@@ -206,6 +206,8 @@ pub enum Activation {
     Relu,
     /// `clamp(x, 0, 6)`.
     Relu6,
+    /// The exact GELU, `x·Φ(x)` (PyTorch's default `approximate='none'`).
+    Gelu,
 }
 
 impl Layer for Activation {
@@ -213,22 +215,28 @@ impl Layer for Activation {
         Ok(match self {
             Activation::Relu => x.relu()?,
             Activation::Relu6 => x.clamp(0f32, 6f32)?,
+            Activation::Gelu => x.gelu_erf()?,
         })
     }
 
     fn forward_tape(&self, x: &Tensor) -> Result<(Tensor, Tape)> {
         let y = self.forward(x)?;
-        // the gradient passes where the activation is not saturated (PyTorch's rule: strictly
-        // inside (0, 6) for ReLU6, x > 0 for ReLU)
-        let mask = match self {
-            Activation::Relu => x.gt(0f32)?,
-            Activation::Relu6 => (x.gt(0f32)? * x.lt(6f32)?)?,
+        // the local derivative: where the activation is not saturated (PyTorch's rule:
+        // strictly inside (0, 6) for ReLU6, x > 0 for ReLU); Φ(x) + x·φ(x) for GELU
+        let d = match self {
+            Activation::Relu => x.gt(0f32)?.to_dtype(x.dtype())?,
+            Activation::Relu6 => (x.gt(0f32)? * x.lt(6f32)?)?.to_dtype(x.dtype())?,
+            Activation::Gelu => {
+                let cdf = ((x / std::f64::consts::SQRT_2)?.erf()? + 1.0)? * 0.5;
+                let pdf = (x.sqr()? * -0.5)?.exp()? * (1.0 / (2.0 * std::f64::consts::PI).sqrt());
+                (cdf? + (x * pdf?)?)?
+            }
         };
-        Ok((y, Tape { saved: vec![mask], children: vec![] }))
+        Ok((y, Tape { saved: vec![d], children: vec![] }))
     }
 
     fn backward(&self, tape: &Tape, dy: &Tensor) -> Result<Tensor> {
-        Ok((dy * tape.saved[0].to_dtype(dy.dtype())?)?)
+        Ok((dy * &tape.saved[0])?)
     }
 }
 
@@ -309,6 +317,163 @@ impl Layer for Residual {
             None => g,
         };
         Ok((gb + gs)?)
+    }
+}
+
+/// Max pooling `k × k`, stride `s`, padding `p` (padded cells never win: PyTorch's
+/// `MaxPool2d`). The forward pass records the winning input position of each output; the
+/// backward pass sends each output's gradient there (ties: the first in row-major order, as
+/// PyTorch's CPU kernel).
+pub struct MaxPool2d {
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl MaxPool2d {
+    /// Output values and, per output, the flat index of its maximum in the input plane.
+    fn run(&self, x: &Tensor) -> Result<(Tensor, Vec<u32>)> {
+        let (n, c, h, w) = x.dims4()?;
+        let (k, s, p) = (self.kernel, self.stride, self.padding);
+        if h + 2 * p < k || w + 2 * p < k || s == 0 || p > k / 2 {
+            return Err(Error::invalid(format!("max pool {k}x{k}/{s} pad {p} does not fit a {h}x{w} input")));
+        }
+        let (ho, wo) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+        let xs = x.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        let mut out = Vec::with_capacity(n * c * ho * wo);
+        let mut arg = Vec::with_capacity(n * c * ho * wo);
+        for plane in xs.chunks_exact(h * w) {
+            for i in 0..ho {
+                for j in 0..wo {
+                    let mut best = (f64::NEG_INFINITY, u32::MAX);
+                    for a in 0..k {
+                        let y = (i * s + a) as isize - p as isize;
+                        if y < 0 || y >= h as isize {
+                            continue;
+                        }
+                        for b in 0..k {
+                            let xx = (j * s + b) as isize - p as isize;
+                            if xx < 0 || xx >= w as isize {
+                                continue;
+                            }
+                            let idx = y as usize * w + xx as usize;
+                            let v = plane[idx];
+                            if v > best.0 || best.1 == u32::MAX || v.is_nan() {
+                                best = (v, idx as u32);
+                            }
+                        }
+                    }
+                    out.push(best.0);
+                    arg.push(best.1);
+                }
+            }
+        }
+        let y = Tensor::from_vec(out, (n, c, ho, wo), x.device())?.to_dtype(x.dtype())?;
+        Ok((y, arg))
+    }
+}
+
+impl Layer for MaxPool2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.run(x)?.0)
+    }
+
+    fn forward_tape(&self, x: &Tensor) -> Result<(Tensor, Tape)> {
+        let (_, _, h, w) = x.dims4()?;
+        let (y, arg) = self.run(x)?;
+        let n = arg.len();
+        let arg = Tensor::from_vec(arg, n, &candle_core::Device::Cpu)?;
+        let size = Tensor::from_vec(vec![h as u32, w as u32], 2, &candle_core::Device::Cpu)?;
+        Ok((y, Tape { saved: vec![size, arg], children: vec![] }))
+    }
+
+    fn backward(&self, tape: &Tape, dy: &Tensor) -> Result<Tensor> {
+        let hw = tape.saved[0].to_vec1::<u32>()?;
+        let (h, w) = (hw[0] as usize, hw[1] as usize);
+        let arg = tape.saved[1].to_vec1::<u32>()?;
+        let (n, c, ho, wo) = dy.dims4()?;
+        let d = dy.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        let mut dx = vec![0f64; n * c * h * w];
+        for (pi, (dp, ap)) in d.chunks_exact(ho * wo).zip(arg.chunks_exact(ho * wo)).enumerate() {
+            let plane = &mut dx[pi * h * w..(pi + 1) * h * w];
+            for (&g, &a) in dp.iter().zip(ap) {
+                plane[a as usize] += g;
+            }
+        }
+        Ok(Tensor::from_vec(dx, (n, c, h, w), dy.device())?.to_dtype(dy.dtype())?)
+    }
+}
+
+/// LayerNorm over the channels (dimension 1) at each position of `[N, C, H, W]` (or `[N, C]`):
+/// torchvision's `LayerNorm2d` and ConvNeXt's channels-last `LayerNorm`.
+pub struct LayerNorm2d {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub eps: f64,
+}
+
+impl LayerNorm2d {
+    /// Reads `{prefix}.weight` and `.bias` (`[c]`).
+    pub fn load(w: &Weights, prefix: &str, c: usize, eps: f64) -> Result<Self> {
+        Ok(LayerNorm2d {
+            weight: w.get(&format!("{prefix}.weight"), &[c])?,
+            bias: w.get(&format!("{prefix}.bias"), &[c])?,
+            eps,
+        })
+    }
+
+    /// `[1, C, 1, …]` to broadcast a per-channel vector over `x`.
+    fn per_channel(&self, v: &Tensor, x: &Tensor) -> Result<Tensor> {
+        let mut shape = vec![1; x.rank()];
+        shape[1] = v.dim(0)?;
+        Ok(v.reshape(shape)?)
+    }
+
+    fn normalise(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let mu = x.mean_keepdim(1)?;
+        let xc = x.broadcast_sub(&mu)?;
+        let inv = (xc.sqr()?.mean_keepdim(1)? + self.eps)?.sqrt()?.recip()?;
+        Ok((xc.broadcast_mul(&inv)?, inv))
+    }
+}
+
+impl Layer for LayerNorm2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.forward_tape(x)?.0)
+    }
+
+    fn forward_tape(&self, x: &Tensor) -> Result<(Tensor, Tape)> {
+        let (xhat, inv) = self.normalise(x)?;
+        let y = xhat
+            .broadcast_mul(&self.per_channel(&self.weight, x)?)?
+            .broadcast_add(&self.per_channel(&self.bias, x)?)?;
+        Ok((y, Tape { saved: vec![xhat, inv], children: vec![] }))
+    }
+
+    fn backward(&self, tape: &Tape, dy: &Tensor) -> Result<Tensor> {
+        // dx = (g − mean_c g − x̂·mean_c(g·x̂)) / σ with g = γ·dy
+        let (xhat, inv) = (&tape.saved[0], &tape.saved[1]);
+        let g = dy.broadcast_mul(&self.per_channel(&self.weight, dy)?)?;
+        let m1 = g.mean_keepdim(1)?;
+        let m2 = (&g * xhat)?.mean_keepdim(1)?;
+        Ok(g.broadcast_sub(&m1)?.sub(&xhat.broadcast_mul(&m2)?)?.broadcast_mul(inv)?)
+    }
+}
+
+/// A fixed per-channel scale `x · s` (ConvNeXt's layer scale), `s` shaped to broadcast.
+pub struct Scale(pub Tensor);
+
+impl Layer for Scale {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.broadcast_mul(&self.0)?)
+    }
+
+    fn forward_tape(&self, x: &Tensor) -> Result<(Tensor, Tape)> {
+        Ok((self.forward(x)?, Tape::default()))
+    }
+
+    fn backward(&self, _tape: &Tape, dy: &Tensor) -> Result<Tensor> {
+        Ok(dy.broadcast_mul(&self.0)?)
     }
 }
 

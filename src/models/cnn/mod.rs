@@ -1,10 +1,12 @@
 //! Convolutional classifiers with taps: layers with written-out backward passes, the
 //! [`Network`] that chains them, the architectures, and model-directory loading.
 
+pub mod convnext;
 pub mod depthwise;
 pub mod efficientnet_lite;
 pub mod layers;
 pub mod network;
+pub mod resnet;
 
 pub use network::{Network, SuffixTape};
 
@@ -18,6 +20,8 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Architecture {
     EfficientNetLite,
+    ResNet,
+    ConvNeXt,
 }
 
 impl Architecture {
@@ -25,6 +29,8 @@ impl Architecture {
     pub fn kind(self) -> &'static str {
         match self {
             Architecture::EfficientNetLite => "efficientnet_lite",
+            Architecture::ResNet => "resnet",
+            Architecture::ConvNeXt => "convnext",
         }
     }
 
@@ -32,6 +38,8 @@ impl Architecture {
     pub fn from_kind(kind: &str) -> Option<Self> {
         match kind {
             "efficientnet_lite" | "efficientnet-lite" => Some(Architecture::EfficientNetLite),
+            "resnet" => Some(Architecture::ResNet),
+            "convnext" => Some(Architecture::ConvNeXt),
             _ => None,
         }
     }
@@ -43,9 +51,21 @@ impl Architecture {
         if name.starts_with("efficientnet-lite") || name.starts_with("efficientnet_lite") {
             return Some(Architecture::EfficientNetLite);
         }
+        if name.starts_with("resnet") {
+            return Some(Architecture::ResNet);
+        }
+        if name.starts_with("convnext") {
+            return Some(Architecture::ConvNeXt);
+        }
         let w = weights?;
         if w.contains("_conv_stem.weight") && w.contains("_blocks.0._depthwise_conv.weight") {
             return Some(Architecture::EfficientNetLite);
+        }
+        if w.contains("conv1.weight") && w.contains("layer1.0.conv1.weight") {
+            return Some(Architecture::ResNet);
+        }
+        if w.contains("features.0.0.weight") && w.contains("features.1.0.block.0.weight") {
+            return Some(Architecture::ConvNeXt);
         }
         None
     }
@@ -127,6 +147,8 @@ impl ClassifierBundle {
                 })?;
                 efficientnet_lite::build(&weights, &strides)?
             }
+            Architecture::ResNet => resnet::build(&weights, resnet::strides_from_config(&config)?)?,
+            Architecture::ConvNeXt => convnext::build(&weights)?,
         };
         drop(weights);
         let pp = dir.join("preprocessor_config.json");
@@ -134,9 +156,20 @@ impl ClassifierBundle {
             ClipPreprocessor::from_file(&pp)?
         } else {
             let mut p = ClipPreprocessor::for_image_size(224);
-            p.do_rescale = false;
-            p.mean = [127.0; 3];
-            p.std = [128.0; 3];
+            match architecture {
+                // TF Lite's inception-style input
+                Architecture::EfficientNetLite => {
+                    p.do_rescale = false;
+                    p.mean = [127.0; 3];
+                    p.std = [128.0; 3];
+                }
+                // torchvision's ImageNet evaluation: shorter side 256, centre 224, mean/std
+                Architecture::ResNet | Architecture::ConvNeXt => {
+                    p.shortest_edge = 256;
+                    p.mean = [0.485, 0.456, 0.406];
+                    p.std = [0.229, 0.224, 0.225];
+                }
+            }
             p
         };
         let labels = match dir.join("classes.txt") {
