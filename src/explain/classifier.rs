@@ -103,3 +103,30 @@ pub fn target_probability(
         Ok(p.narrow(1, target, 1)?.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?)
     }
 }
+
+/// The skeleton every classifier method shares: `f` runs on each image's model input in
+/// order, after a cancellation check; an empty batch is an error, and in a batch an error
+/// names its image.
+pub fn each_image<'a, T>(
+    bundle: &ClassifierBundle,
+    images: &[RgbImage],
+    control: &mut crate::control::RunControl<'a>,
+    mut f: impl FnMut(usize, Input, &mut crate::control::RunControl<'a>) -> Result<T>,
+) -> Result<Vec<T>> {
+    if images.is_empty() {
+        return Err(Error::invalid("no image to explain"));
+    }
+    let n = images.len();
+    let name = |i: usize, e: Error| match e {
+        Error::InvalidArgument(m) if n > 1 => Error::InvalidArgument(format!("image {i}: {m}")),
+        Error::Numerical(m) if n > 1 => Error::Numerical(format!("image {i}: {m}")),
+        e => e,
+    };
+    let mut out = Vec::with_capacity(n);
+    for (i, image) in images.iter().enumerate() {
+        control.check()?;
+        let item = input(bundle, image).and_then(|inp| f(i, inp, control)).map_err(|e| name(i, e))?;
+        out.push(item);
+    }
+    Ok(out)
+}

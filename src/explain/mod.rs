@@ -1,14 +1,17 @@
 //! Attribution methods, one module each, built on [`crate::bottleneck`] and [`crate::models`],
 //! and the method-independent [`Explanation`] that the C ABI and bindings expose.
 
+pub mod baselines;
 pub mod classifier;
-pub mod gradcam;
 pub mod iba;
 pub mod m2ib;
 pub mod options;
 
+pub use baselines::{
+    BaselineExplanation, GradCam, GradCamConfig, GradCamExplanation, IntegratedGradients, IntegratedGradientsConfig,
+    Occlusion, OcclusionConfig, Saliency, SaliencyConfig,
+};
 pub use classifier::{ClassScore, Prediction};
-pub use gradcam::{GradCam, GradCamConfig, GradCamExplanation};
 pub use iba::{Iba, IbaConfig, IbaExplanation};
 pub use m2ib::{M2ib, M2ibConfig, M2ibExplanation};
 
@@ -58,6 +61,8 @@ pub struct Explanation {
     pub texts: Vec<TextResult>,
     /// Classifiers: the class explained and the top-5 on the clean input.
     pub prediction: Option<Prediction>,
+    /// Method-specific numbers (IBA: total bits; IG: completeness gap; …).
+    pub summary: serde_json::Map<String, serde_json::Value>,
     /// The preprocessed image the maps refer to.
     pub image: RgbImage,
     /// Where the maps lie on the original image: `[x0, y0, x1, y1]` in its pixels.
@@ -110,6 +115,7 @@ impl From<M2ibExplanation> for Explanation {
             maps,
             texts,
             prediction: None,
+            summary: Default::default(),
             image: ex.image,
             source_region: ex.source_region,
             config: serde_json::to_value(&ex.config).unwrap_or_default(),
@@ -143,6 +149,7 @@ impl Explanation {
             "model": model,
             "target": self.prediction.as_ref().map(|p| &p.target),
             "top5": self.prediction.as_ref().map(|p| &p.top5),
+            "summary": self.summary,
             "texts": self.texts,
             "maps": maps,
             "image": { "width": self.image.width, "height": self.image.height, "source_region": self.source_region },
@@ -163,6 +170,7 @@ impl From<IbaExplanation> for Explanation {
             maps: vec![map("saliency", "bits_per_pixel", ex.saliency), map("capacity", "bits", ex.capacity_bits)],
             texts: vec![],
             prediction: Some(ex.prediction),
+            summary: [("total_bits".to_string(), serde_json::json!(ex.total_bits))].into_iter().collect(),
             image: ex.image,
             source_region: ex.source_region,
             config: serde_json::to_value(&ex.config).unwrap_or_default(),
@@ -178,6 +186,7 @@ impl From<GradCamExplanation> for Explanation {
             maps: vec![map("gradcam", "normalized", ex.map), map("gradcam_grid", "relu_weighted_activation", ex.grid)],
             texts: vec![],
             prediction: Some(ex.prediction),
+            summary: Default::default(),
             image: ex.image,
             source_region: ex.source_region,
             config: serde_json::to_value(&ex.config).unwrap_or_default(),
@@ -186,14 +195,38 @@ impl From<GradCamExplanation> for Explanation {
     }
 }
 
+impl From<BaselineExplanation> for Explanation {
+    fn from(ex: BaselineExplanation) -> Self {
+        Explanation {
+            method: ex.method.into(),
+            maps: ex.maps.into_iter().map(|(n, u, m)| map(&n, &u, m)).collect(),
+            texts: vec![],
+            prediction: Some(ex.prediction),
+            summary: ex.summary,
+            image: ex.image,
+            source_region: ex.source_region,
+            config: ex.config,
+            elapsed_ms: ex.elapsed_ms,
+        }
+    }
+}
+
+/// Converts a method's own results into [`Explanation`]s.
+fn collect<T: Into<Explanation>>(r: Result<Vec<T>>) -> Result<Vec<Explanation>> {
+    Ok(r?.into_iter().map(Into::into).collect())
+}
+
 /// The methods `Method::create` knows, per model family.
-pub const METHODS: &str = "m2ib (clip); iba, gradcam (classifiers)";
+pub const METHODS: &str = "m2ib (clip); iba, gradcam, saliency, ig, occlusion (classifiers)";
 
 /// A configured method, ready to explain inputs of one model kind.
 pub enum Method {
     M2ib(M2ib),
     Iba(Iba),
     GradCam(GradCam),
+    Saliency(Saliency),
+    IntegratedGradients(IntegratedGradients),
+    Occlusion(Occlusion),
 }
 
 impl Method {
@@ -207,6 +240,18 @@ impl Method {
                 let cfg = options::merge(&GradCamConfig { layer: None }, options, "Grad-CAM", &[])?;
                 Ok(Method::GradCam(GradCam::new(b, cfg)?))
             }
+            ("saliency", Model::Classifier(_)) => Ok(Method::Saliency(Saliency {
+                config: options::merge(&SaliencyConfig::default(), options, "saliency", &[])?,
+            })),
+            ("ig" | "integrated_gradients", Model::Classifier(_)) => Ok(Method::IntegratedGradients(
+                IntegratedGradients::new(options::merge(&IntegratedGradientsConfig::default(), options, "IG", &[])?)?,
+            )),
+            ("occlusion", Model::Classifier(_)) => Ok(Method::Occlusion(Occlusion::new(options::merge(
+                &OcclusionConfig::default(),
+                options,
+                "occlusion",
+                &[],
+            )?)?)),
             (other, m) => {
                 Err(Error::Unsupported(format!("method '{other}' for a {} model (available: {METHODS})", m.kind())))
             }
@@ -232,6 +277,7 @@ impl Method {
         target: &Target,
         control: &mut RunControl<'_>,
     ) -> Result<Vec<Explanation>> {
+        let t = target.class_index;
         match (self, model) {
             (Method::M2ib(m), Model::Clip(b)) => {
                 if target.texts.is_empty() {
@@ -240,16 +286,11 @@ impl Method {
                 let caps: Vec<&str> = target.texts.iter().map(String::as_str).collect();
                 Ok(m.explain_batch(b, images, &caps, control)?.into_iter().map(Explanation::from).collect())
             }
-            (Method::Iba(m), Model::Classifier(b)) => Ok(m
-                .explain_batch(b, images, target.class_index, control)?
-                .into_iter()
-                .map(Explanation::from)
-                .collect()),
-            (Method::GradCam(m), Model::Classifier(b)) => Ok(m
-                .explain_batch(b, images, target.class_index, control)?
-                .into_iter()
-                .map(Explanation::from)
-                .collect()),
+            (Method::Iba(m), Model::Classifier(b)) => collect(m.explain_batch(b, images, t, control)),
+            (Method::GradCam(m), Model::Classifier(b)) => collect(m.explain_batch(b, images, t, control)),
+            (Method::Saliency(m), Model::Classifier(b)) => collect(m.explain_batch(b, images, t, control)),
+            (Method::IntegratedGradients(m), Model::Classifier(b)) => collect(m.explain_batch(b, images, t, control)),
+            (Method::Occlusion(m), Model::Classifier(b)) => collect(m.explain_batch(b, images, t, control)),
             _ => Err(Error::invalid("this explainer was created for another kind of model")),
         }
     }

@@ -6,9 +6,9 @@
 //!
 //! A baseline: one forward and one backward pass, no optimisation.
 
-use super::classifier::{self, one_hot, Prediction};
 use crate::control::RunControl;
 use crate::error::{Error, Result};
+use crate::explain::classifier::{self, one_hot, Prediction};
 use crate::imaging::heatmap::Heatmap;
 use crate::imaging::image::RgbImage;
 use crate::models::cnn::ClassifierBundle;
@@ -40,7 +40,7 @@ pub struct GradCamExplanation {
 }
 
 /// pytorch-grad-cam's min-max: `(v − min) / (1e-7 + max(v − min))`.
-fn mm(h: &Heatmap) -> Heatmap {
+pub(crate) fn mm(h: &Heatmap) -> Heatmap {
     let (min, _) = h.min_max();
     let shifted: Vec<f32> = h.data.iter().map(|&v| v - min).collect();
     let max = shifted.iter().cloned().fold(0f32, f32::max);
@@ -75,15 +75,9 @@ impl GradCam {
         target: Option<usize>,
         control: &mut RunControl<'_>,
     ) -> Result<Vec<GradCamExplanation>> {
-        if images.is_empty() {
-            return Err(Error::invalid("no image to explain"));
-        }
         let net = &bundle.network;
-        let mut out = Vec::with_capacity(images.len());
-        for (i, image) in images.iter().enumerate() {
+        classifier::each_image(bundle, images, control, |i, input, control| {
             let start = Instant::now();
-            control.check()?;
-            let input = classifier::input(bundle, image)?;
             let a = net.forward_until(&self.layer, &input.pixels)?;
             if a.rank() != 4 {
                 return Err(Error::invalid(format!(
@@ -100,11 +94,11 @@ impl GradCam {
             let cam = weights.reshape((1, c, 1, 1))?.broadcast_mul(&a)?.sum(1)?.relu()?;
             let grid = Heatmap::new(w as u32, h as u32, cam.flatten_all()?.to_vec1::<f32>()?)?;
             if grid.data.iter().any(|v| !v.is_finite()) {
-                return Err(Error::Numerical(format!("image {i}: the Grad-CAM map contains NaN or infinity")));
+                return Err(Error::Numerical("the Grad-CAM map contains NaN or infinity".into()));
             }
             let map = mm(&mm(&grid).upsample_bilinear(input.pre.width, input.pre.height));
             control.report(i as u32 + 1, images.len() as u32)?;
-            out.push(GradCamExplanation {
+            Ok(GradCamExplanation {
                 map,
                 grid,
                 channel_weights: weights.flatten_all()?.to_vec1::<f32>()?,
@@ -113,9 +107,8 @@ impl GradCam {
                 source_region: input.pre.source_region,
                 config: self.config.clone(),
                 elapsed_ms: start.elapsed().as_secs_f64() * 1e3,
-            });
-        }
-        Ok(out)
+            })
+        })
     }
 }
 
