@@ -33,6 +33,82 @@ enum Command {
     M2ib(M2ibArgs),
     /// Load a model and describe it: kind, taps (for --layer), classes, load time.
     Info(InfoArgs),
+    /// Estimate IBA feature statistics of a tap over a folder of images (Welford, the IBA
+    /// reference's augmentation recipe).
+    Stats(StatsArgs),
+}
+
+#[derive(Args)]
+struct StatsArgs {
+    /// Model directory or Hugging Face id; default: the bundled EfficientNet-Lite0.
+    #[arg(long)]
+    model: Option<String>,
+    /// The tap whose output is described (e.g. blocks.10).
+    #[arg(long)]
+    layer: String,
+    /// Folder of images (PNG, JPEG, WebP, BMP, TIFF); augmented views cycle through them.
+    #[arg(long)]
+    images: PathBuf,
+    /// Output safetensors file (use it with `explain --stats`).
+    #[arg(long)]
+    out: PathBuf,
+    /// Augmented views to average over (the IBA authors recommend 10,000).
+    #[arg(long, default_value_t = 10_000)]
+    samples: usize,
+    /// Seed of the augmentation.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Views per forward pass.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Compute device: cpu, cuda, cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let exts = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"];
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().and_then(|e| e.to_str()).is_some_and(|e| exts.contains(&e.to_ascii_lowercase().as_str()))
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(Error::NotFound(format!("{}: no image files ({})", dir.display(), exts.join(", "))));
+    }
+    Ok(files)
+}
+
+fn run_stats(a: StatsArgs) -> Result<()> {
+    let device = ibex::device::parse_device(&a.device)?;
+    let dir = match &a.model {
+        Some(m) => ibex::hub::resolve_model(m)?,
+        None => default_model(),
+    };
+    let Model::Classifier(bundle) = Model::load(None, &dir, &device)? else {
+        return Err(Error::Unsupported("feature statistics are for classifiers (IBA)".into()));
+    };
+    let images = image_files(&a.images)?.iter().map(|p| RgbImage::load(p)).collect::<Result<Vec<_>>>()?;
+    let bar = progress_bar(a.quiet, "stats");
+    bar.set_length(a.samples as u64);
+    let mut control = RunControl::with_progress(|done, _| {
+        bar.set_position(done as u64);
+        true
+    });
+    let est =
+        ibex::explain::iba::stats::estimate(&bundle, &a.layer, &images, a.samples, a.seed, a.batch, &mut control)?;
+    drop(control);
+    bar.finish_and_clear();
+    let defaults = ibex::explain::IbaConfig::default();
+    est.save(&a.out, defaults.min_std, defaults.active_threshold)?;
+    println!("{} samples of '{}' from {} images -> {}", est.count(), a.layer, images.len(), a.out.display());
+    Ok(())
 }
 
 #[derive(Args)]
@@ -85,7 +161,8 @@ struct ExplainArgs {
     /// Model directory or Hugging Face id; default: the bundled EfficientNet-Lite0 (ImageNet).
     #[arg(long)]
     model: Option<String>,
-    /// Method: iba or gradcam (classifiers), m2ib (CLIP). Default: iba, or m2ib for CLIP.
+    /// Method: iba, gradcam, saliency, ig, occlusion (classifiers), m2ib (CLIP). Default: iba,
+    /// or m2ib for CLIP.
     #[arg(long)]
     method: Option<String>,
     /// Class to explain (index); default: the predicted class.
@@ -294,6 +371,9 @@ fn print_summary(ex: &Explanation) {
     }
     let main = &ex.maps[0];
     let (x, y) = main.map.argmax();
+    for (k, v) in &ex.summary {
+        println!("{k}: {v}");
+    }
     println!(
         "map '{}' ({}, {}x{}): peak at (x={x}, y={y}), sum {:.1}",
         main.name,
@@ -452,6 +532,7 @@ fn main() {
         Command::Explain(a) => run_explain(a),
         Command::M2ib(a) => run_m2ib(a),
         Command::Info(a) => run_info(a),
+        Command::Stats(a) => run_stats(a),
     };
     if let Err(e) = r {
         eprintln!("ibex: error: {e}");

@@ -7,6 +7,7 @@
 //! transformers' `CLIPImageProcessor` for the model input, torch's
 //! `F.interpolate(mode="bilinear", align_corners=False)` for upsampling maps.
 
+pub mod augment;
 pub mod colormap;
 pub mod heatmap;
 pub mod image;

@@ -1,11 +1,17 @@
 //! Feature statistics for IBA's prior N(μ, σ²): per-element mean, standard deviation and the
 //! active-neuron mask of one tap's output, read from a safetensors file.
 //!
+//! [`estimate`] computes them (`ibex stats`) with [`Welford`]'s running estimate.
+//!
 //! Keys (those of the fixture written with the official `IBA.estimate`, and of `ibex stats`):
 //! `feature_mean`, `feature_std` (or `feature_std_unclamped`), `active_mask` (or
 //! `nonzero_count` with `n_samples`), all `[C, H, W]`.
 
+use crate::control::RunControl;
 use crate::error::{Error, Result};
+use crate::imaging::augment::random_resized_crop_flip;
+use crate::imaging::image::RgbImage;
+use crate::models::cnn::ClassifierBundle;
 use candle_core::{DType, Device, Tensor};
 use std::path::Path;
 
@@ -70,5 +76,156 @@ impl FeatureStats {
     /// `[C, H, W]`.
     pub fn dims(&self) -> &[usize] {
         self.mean.dims()
+    }
+}
+
+/// Welford's running mean and variance per element (as the official `WelfordEstimator`, in
+/// `f64`), with per-element non-zero counts for the active-neuron mask.
+pub struct Welford {
+    dims: Vec<usize>,
+    n: u64,
+    mean: Vec<f64>,
+    m2: Vec<f64>,
+    nonzero: Vec<i64>,
+}
+
+impl Welford {
+    /// An empty estimator for samples of shape `dims` (`[C, H, W]`).
+    pub fn new(dims: &[usize]) -> Self {
+        let k = dims.iter().product();
+        Welford { dims: dims.to_vec(), n: 0, mean: vec![0.0; k], m2: vec![0.0; k], nonzero: vec![0; k] }
+    }
+
+    /// Samples seen.
+    pub fn count(&self) -> u64 {
+        self.n
+    }
+
+    /// Adds one sample.
+    pub fn update(&mut self, x: &[f32]) -> Result<()> {
+        if x.len() != self.mean.len() {
+            return Err(Error::invalid(format!(
+                "a sample of {} values for statistics of shape {:?}",
+                x.len(),
+                self.dims
+            )));
+        }
+        if x.iter().any(|v| !v.is_finite()) {
+            return Err(Error::Numerical("a feature sample contains NaN or infinity".into()));
+        }
+        self.n += 1;
+        let n = self.n as f64;
+        for (i, &v) in x.iter().enumerate() {
+            let v = v as f64;
+            let d = v - self.mean[i];
+            self.mean[i] += d / n;
+            self.m2[i] += d * (v - self.mean[i]);
+            self.nonzero[i] += (v != 0.0) as i64;
+        }
+        Ok(())
+    }
+
+    /// The unbiased standard deviation per element (`sqrt(M2 / (n − 1))`).
+    pub fn std(&self) -> Vec<f64> {
+        let d = (self.n.max(2) - 1) as f64;
+        self.m2.iter().map(|m| (m / d).sqrt()).collect()
+    }
+
+    /// Writes the statistics with the keys [`FeatureStats::load`] reads (and the official
+    /// estimator's raw state): `feature_mean`, `feature_std` (clamped at `min_std`),
+    /// `feature_std_unclamped`, `welford_m2`, `nonzero_count`, `n_samples`, `active_mask`
+    /// (non-zero in more than `active_threshold` of the samples).
+    pub fn save(&self, path: &Path, min_std: f64, active_threshold: f64) -> Result<()> {
+        if self.n < 2 {
+            return Err(Error::invalid("statistics need at least 2 samples"));
+        }
+        let dev = Device::Cpu;
+        let f = |v: Vec<f64>| -> Result<Tensor> {
+            Ok(Tensor::from_vec(v.into_iter().map(|x| x as f32).collect::<Vec<_>>(), self.dims.as_slice(), &dev)?)
+        };
+        let std = self.std();
+        let n = self.n as f64;
+        let mut map = std::collections::HashMap::new();
+        map.insert("feature_mean".to_string(), f(self.mean.clone())?);
+        map.insert("feature_std".to_string(), f(std.iter().map(|s| s.max(min_std)).collect())?);
+        map.insert("feature_std_unclamped".to_string(), f(std)?);
+        map.insert("welford_m2".to_string(), f(self.m2.clone())?);
+        map.insert("nonzero_count".to_string(), Tensor::from_vec(self.nonzero.clone(), self.dims.as_slice(), &dev)?);
+        map.insert("n_samples".to_string(), Tensor::from_vec(vec![self.n as i64], 1, &dev)?);
+        map.insert(
+            "active_mask".to_string(),
+            f(self.nonzero.iter().map(|&c| if c as f64 / n > active_threshold { 1.0 } else { 0.0 }).collect())?,
+        );
+        candle_core::safetensors::save(&map, path).map_err(|e| Error::format(path, format!("cannot write: {e}")))
+    }
+}
+
+/// Estimates the statistics of `tap`'s output over `samples` augmented views of `images`
+/// (the reference recipe: sample `i` is a `RandomResizedCrop(scale 0.08–1, ratio 3/4–4/3)`
+/// of image `i mod n`, resized bicubically to the model input, flipped with probability ½),
+/// `batch` views per forward pass, reproducible from `seed`. Progress counts samples.
+pub fn estimate(
+    bundle: &ClassifierBundle,
+    tap: &str,
+    images: &[RgbImage],
+    samples: usize,
+    seed: u64,
+    batch: usize,
+    control: &mut RunControl<'_>,
+) -> Result<Welford> {
+    use rand::SeedableRng;
+    if images.is_empty() || samples < 2 || batch == 0 {
+        return Err(Error::invalid(format!(
+            "statistics need images, at least 2 samples and a batch >= 1 (got {} images, {samples} samples, batch {batch})",
+            images.len()
+        )));
+    }
+    bundle.network.check_tap(tap)?;
+    let (w, h) = (bundle.preprocessor.crop_width, bundle.preprocessor.crop_height);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut est: Option<Welford> = None;
+    let mut done = 0;
+    while done < samples {
+        control.check()?;
+        let m = batch.min(samples - done);
+        let mut pixels = Vec::with_capacity(m * 3 * (w * h) as usize);
+        for i in done..done + m {
+            let view = random_resized_crop_flip(&images[i % images.len()], w, h, &mut rng)?;
+            pixels.extend(bundle.preprocessor.preprocess(&view)?.pixel_values);
+        }
+        let x = Tensor::from_vec(pixels, (m, 3, h as usize, w as usize), &bundle.device)?;
+        let feats = bundle.network.forward_until(tap, &x)?.to_dtype(DType::F32)?;
+        let dims = feats.dims()[1..].to_vec();
+        let est = est.get_or_insert_with(|| Welford::new(&dims));
+        for j in 0..m {
+            est.update(&feats.get(j)?.flatten_all()?.to_vec1::<f32>()?)?;
+        }
+        done += m;
+        control.report(done as u32, samples as u32)?;
+    }
+    Ok(est.expect("samples >= 2"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn welford_matches_two_pass_statistics() {
+        let xs: Vec<Vec<f32>> =
+            (0..50).map(|i| (0..6).map(|j| ((i * 7 + j * 3) % 11) as f32 - 4.0).collect()).collect();
+        let mut w = Welford::new(&[1, 2, 3]);
+        for x in &xs {
+            w.update(x).unwrap();
+        }
+        for j in 0..6 {
+            let col: Vec<f64> = xs.iter().map(|x| x[j] as f64).collect();
+            let mean = col.iter().sum::<f64>() / 50.0;
+            let var = col.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 49.0;
+            assert!((w.mean[j] - mean).abs() < 1e-12 && (w.std()[j] - var.sqrt()).abs() < 1e-12);
+            assert_eq!(w.nonzero[j], col.iter().filter(|&&v| v != 0.0).count() as i64);
+        }
+        assert!(w.update(&[0.0; 5]).is_err());
+        assert!(w.update(&[f32::NAN; 6]).is_err());
     }
 }
