@@ -76,9 +76,6 @@
 // A panic inside ibex was caught at the boundary (a bug: please report it).
 #define IBEX_ERR_PANIC 12
 
-// Batch-norm epsilon of the TF checkpoints.
-#define BN_EPS 1e-3
-
 // A thread-safe cancel flag: `ibex_cancel_token_cancel` may be called from any thread while
 // `ibex_explain` runs on another.
 typedef struct ibex_cancel_token ibex_cancel_token;
@@ -262,12 +259,13 @@ int32_t ibex_model_load(const char *kind,
 // `model` from `ibex_model_load`, not used afterwards.
 void ibex_model_free(struct ibex_model *model);
 
-// Creates an explainer for `method` on `model`: `"m2ib"` (CLIP), `"iba"` or `"gradcam"`
-// (classifiers). Options override the method's defaults — M2IB: `beta`, `steps`, `lr`,
+// Creates an explainer for `method` on `model`: `"m2ib"` (CLIP); `"iba"`, `"gradcam"`,
+// `"saliency"`, `"ig"` or `"occlusion"` (classifiers). Options override the method's defaults — M2IB: `beta`, `steps`, `lr`,
 // `samples`, `samples_per_pass`, `seed`, `layer`, `vision_layer`, `text_layer`, `alpha_init`;
 // IBA: `layer` (a tap such as `"blocks.10"`), `statistics` (file), `beta`, `steps`, `lr`,
 // `samples`, `samples_per_pass`, `seed`, `sigma`, `min_std`, `active_threshold`,
-// `alpha_init`; Grad-CAM: `layer`. Unknown keys are errors.
+// `alpha_init`; Grad-CAM: `layer`; IG: `steps`, `baseline`, `batch`; occlusion: `window`,
+// `stride`, `fill`, `batch`. Unknown keys are errors.
 //
 // # Safety
 // `model` valid; `method` NUL-terminated; `options` NULL or valid; `out` valid.

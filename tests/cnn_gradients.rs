@@ -72,11 +72,23 @@ fn dot(a: &Tensor, b: &Tensor) -> f64 {
 #[test]
 fn suffix_backward_matches_finite_differences_from_every_tap() {
     let net = tiny_net();
-    // odd sizes: TF-SAME pads asymmetrically
-    let x = rand(&[2, 3, 15, 13], 100, 1.0);
+    // odd sizes: TF-SAME pads asymmetrically; 41x37 gives 21x19 maps after the stem, so the
+    // depthwise convolutions run both their per-plane (wide) and channels-last (narrow) paths
+    let x = rand(&[2, 3, 41, 37], 100, 1.0);
+    let x_even = rand(&[1, 3, 40, 36], 99, 1.0);
     let w = rand(&[2, 5], 101, 1.0);
-    for tap in ["input", "stem", "blocks.0", "blocks.1", "blocks.2", "head", "pooled"] {
-        let h = net.forward_until(tap, &x).unwrap();
+    for (tap, x) in [
+        ("input", &x),
+        ("input", &x_even),
+        ("stem", &x),
+        ("blocks.0", &x),
+        ("blocks.1", &x),
+        ("blocks.2", &x),
+        ("head", &x),
+        ("pooled", &x),
+    ] {
+        let w = w.narrow(0, 0, x.dim(0).unwrap()).unwrap();
+        let h = net.forward_until(tap, x).unwrap();
         let (logits, tape) = net.suffix_forward(tap, &h).unwrap();
         let plain = net.forward_from(tap, &h).unwrap();
         assert!(

@@ -4,7 +4,7 @@ EfficientNet-Lite0, called canonically: `IBA.analyze` with its defaults on the f
 reproduces the stored reference map, then prints seconds per heatmap, and the same with the
 frozen prefix run once (the reference's "prefix-cached" engineering step).
 
-    pip install torch scikit-image efficientnet_lite_pytorch safetensors
+    pip install torch torchvision scikit-image efficientnet_lite_pytorch safetensors
     python tools/time_official_iba.py --iba-src /path/to/BioroboticsLab/IBA [--photos 12]
 
 The official code is imported from its checkout (MIT); nothing of it is in this repository.

@@ -68,12 +68,13 @@ pub unsafe extern "C" fn ibex_model_free(model: *mut ibex_model) {
     })
 }
 
-/// Creates an explainer for `method` on `model`: `"m2ib"` (CLIP), `"iba"` or `"gradcam"`
-/// (classifiers). Options override the method's defaults — M2IB: `beta`, `steps`, `lr`,
+/// Creates an explainer for `method` on `model`: `"m2ib"` (CLIP); `"iba"`, `"gradcam"`,
+/// `"saliency"`, `"ig"` or `"occlusion"` (classifiers). Options override the method's defaults — M2IB: `beta`, `steps`, `lr`,
 /// `samples`, `samples_per_pass`, `seed`, `layer`, `vision_layer`, `text_layer`, `alpha_init`;
 /// IBA: `layer` (a tap such as `"blocks.10"`), `statistics` (file), `beta`, `steps`, `lr`,
 /// `samples`, `samples_per_pass`, `seed`, `sigma`, `min_std`, `active_threshold`,
-/// `alpha_init`; Grad-CAM: `layer`. Unknown keys are errors.
+/// `alpha_init`; Grad-CAM: `layer`; IG: `steps`, `baseline`, `batch`; occlusion: `window`,
+/// `stride`, `fill`, `batch`. Unknown keys are errors.
 ///
 /// # Safety
 /// `model` valid; `method` NUL-terminated; `options` NULL or valid; `out` valid.

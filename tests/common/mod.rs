@@ -141,3 +141,29 @@ pub fn numpy_mean0(t: &Tensor) -> Vec<f32> {
     }
     sum.into_iter().map(|x| x / n as f32).collect()
 }
+
+/// The worst relative error between the written-out backward pass of `net`'s suffix from
+/// `tap` and central finite differences (float64, step 1e-6) of `Σ w · logits`, over about
+/// `samples` evenly spaced elements of the tap's output for input `x`.
+pub fn suffix_fd_worst(net: &ibex::models::cnn::Network, tap: &str, x: &Tensor, w: &Tensor, samples: usize) -> f64 {
+    let h = net.forward_until(tap, x).unwrap();
+    let (_, tape) = net.suffix_forward(tap, &h).unwrap();
+    let g = net.suffix_backward(&tape, w).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    let hv = h.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    let f = |v: &[f64]| -> f64 {
+        let t = Tensor::from_vec(v.to_vec(), h.dims(), &Device::Cpu).unwrap();
+        (net.forward_from(tap, &t).unwrap() * w).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
+    };
+    let e = 1e-6;
+    let mut worst = 0f64;
+    for i in (0..hv.len()).step_by((hv.len() / samples).max(1)) {
+        let (mut p, mut m) = (hv.clone(), hv.clone());
+        p[i] += e;
+        m[i] -= e;
+        let fd = (f(&p) - f(&m)) / (2.0 * e);
+        if (fd - g[i]).abs() > 1e-8 {
+            worst = worst.max((fd - g[i]).abs() / fd.abs().max(g[i].abs()));
+        }
+    }
+    worst
+}

@@ -121,6 +121,8 @@ pub fn forward(x: &Tensor, weight: &Tensor, g: &DwGeometry) -> Result<Tensor> {
     let (n, c, h, w) = check(x, weight, g)?;
     let (ho, wo) = g.output_size(h, w)?;
     match (x.device(), x.dtype()) {
+        (Device::Cpu, DType::F32) if wo < SMALL => small_forward::<f32>(x, weight, g, (n, c, h, w), (ho, wo)),
+        (Device::Cpu, DType::F64) if wo < SMALL => small_forward::<f64>(x, weight, g, (n, c, h, w), (ho, wo)),
         (Device::Cpu, DType::F32) => cpu_forward::<f32>(x, weight, g, (n, c, h, w), (ho, wo)),
         (Device::Cpu, DType::F64) => cpu_forward::<f64>(x, weight, g, (n, c, h, w), (ho, wo)),
         _ => generic_forward(x, weight, g, (ho, wo)),
@@ -138,6 +140,8 @@ pub fn backward_input(dy: &Tensor, weight: &Tensor, g: &DwGeometry, h: usize, w:
         )));
     }
     match (dy.device(), dy.dtype()) {
+        (Device::Cpu, DType::F32) if wo < SMALL => small_backward::<f32>(dy, weight, g, (n, c, h, w), (ho, wo)),
+        (Device::Cpu, DType::F64) if wo < SMALL => small_backward::<f64>(dy, weight, g, (n, c, h, w), (ho, wo)),
         (Device::Cpu, DType::F32) => cpu_backward::<f32>(dy, weight, g, (n, c, h, w), (ho, wo)),
         (Device::Cpu, DType::F64) => cpu_backward::<f64>(dy, weight, g, (n, c, h, w), (ho, wo)),
         _ => generic_backward(dy, weight, g, (h, w)),
@@ -231,6 +235,123 @@ fn cpu_backward<T: Float>(
     T::to_tensor(out, &[n, c, h, w], dy.device())
 }
 
+/// Output width below which the CPU path works channels-last: on small maps (7×7, 14×14) the
+/// per-plane rows are too short to vectorise, while the channel dimension (hundreds) is long.
+const SMALL: usize = 16;
+
+/// `[N, C, H, W]` values → `[N, H, W, C]`.
+fn to_channels_last<T: Float>(v: &[T], n: usize, c: usize, hw: usize) -> Vec<T> {
+    let mut out = vec![T::default(); v.len()];
+    for b in 0..n {
+        let (src, dst) = (&v[b * c * hw..(b + 1) * c * hw], &mut out[b * c * hw..(b + 1) * c * hw]);
+        for ch in 0..c {
+            for (p, &x) in src[ch * hw..(ch + 1) * hw].iter().enumerate() {
+                dst[p * c + ch] = x;
+            }
+        }
+    }
+    out
+}
+
+/// `[N, H, W, C]` values → `[N, C, H, W]`.
+fn to_channels_first<T: Float>(v: &[T], n: usize, c: usize, hw: usize) -> Vec<T> {
+    let mut out = vec![T::default(); v.len()];
+    for b in 0..n {
+        let (src, dst) = (&v[b * c * hw..(b + 1) * c * hw], &mut out[b * c * hw..(b + 1) * c * hw]);
+        for (p, px) in src.chunks_exact(c).enumerate() {
+            for (ch, &x) in px.iter().enumerate() {
+                dst[ch * hw + p] = x;
+            }
+        }
+    }
+    out
+}
+
+/// The weight `[C, 1, k, k]` as `[k·k, C]`.
+fn taps_channels_last<T: Float>(weight: &Tensor, dtype: DType, c: usize, k: usize) -> Result<Vec<T>> {
+    let w = T::from_tensor(&weight.to_dtype(dtype)?)?;
+    Ok(to_channels_last(&w, 1, c, k * k))
+}
+
+/// `acc[..] += w[..] · x[..]` over channels.
+#[inline]
+fn axpy<T: Float>(acc: &mut [T], w: &[T], x: &[T]) {
+    for ((a, &wv), &xv) in acc.iter_mut().zip(w).zip(x) {
+        *a = *a + wv * xv;
+    }
+}
+
+fn small_forward<T: Float>(
+    x: &Tensor,
+    weight: &Tensor,
+    g: &DwGeometry,
+    (n, c, h, w): (usize, usize, usize, usize),
+    (ho, wo): (usize, usize),
+) -> Result<Tensor> {
+    let xs = to_channels_last(&T::from_tensor(x)?, n, c, h * w);
+    let wt = taps_channels_last::<T>(weight, x.dtype(), c, g.kernel)?;
+    let (k, s, [pt, _, pl, _]) = (g.kernel, g.stride, g.pads);
+    let cols = Columns::new(k, s, pl, w, wo);
+    let mut out = vec![T::default(); n * ho * wo * c];
+    // one output row (all its columns and channels) per task
+    for_planes(&mut out, wo * c, n * c * ho * wo * k * k, |r, orow| {
+        let (b, i) = (r / ho, r % ho);
+        let img = &xs[b * h * w * c..(b + 1) * h * w * c];
+        for a in 0..k {
+            let iy = (i * s + a) as isize - pt as isize;
+            if iy < 0 || iy >= h as isize {
+                continue;
+            }
+            let row = &img[iy as usize * w * c..(iy as usize + 1) * w * c];
+            for bb in 0..k {
+                let (j0, j1, x0) = cols.range[bb];
+                let wv = &wt[(a * k + bb) * c..(a * k + bb + 1) * c];
+                for (jj, j) in (j0..j1).enumerate() {
+                    let ix = x0 + jj * s;
+                    axpy(&mut orow[j * c..(j + 1) * c], wv, &row[ix * c..(ix + 1) * c]);
+                }
+            }
+        }
+    });
+    T::to_tensor(to_channels_first(&out, n, c, ho * wo), &[n, c, ho, wo], x.device())
+}
+
+fn small_backward<T: Float>(
+    dy: &Tensor,
+    weight: &Tensor,
+    g: &DwGeometry,
+    (n, c, h, w): (usize, usize, usize, usize),
+    (ho, wo): (usize, usize),
+) -> Result<Tensor> {
+    let ds = to_channels_last(&T::from_tensor(dy)?, n, c, ho * wo);
+    let wt = taps_channels_last::<T>(weight, dy.dtype(), c, g.kernel)?;
+    let (k, s, [pt, _, pl, _]) = (g.kernel, g.stride, g.pads);
+    let cols = Columns::new(k, s, pl, w, wo);
+    let mut out = vec![T::default(); n * h * w * c];
+    // one input image per task (rows of one image receive from several output rows)
+    for_planes(&mut out, h * w * c, n * c * ho * wo * k * k, |b, img| {
+        let d = &ds[b * ho * wo * c..(b + 1) * ho * wo * c];
+        for i in 0..ho {
+            for a in 0..k {
+                let iy = (i * s + a) as isize - pt as isize;
+                if iy < 0 || iy >= h as isize {
+                    continue;
+                }
+                let row = &mut img[iy as usize * w * c..(iy as usize + 1) * w * c];
+                for bb in 0..k {
+                    let (j0, j1, x0) = cols.range[bb];
+                    let wv = &wt[(a * k + bb) * c..(a * k + bb + 1) * c];
+                    for (jj, j) in (j0..j1).enumerate() {
+                        let ix = x0 + jj * s;
+                        axpy(&mut row[ix * c..(ix + 1) * c], wv, &d[(i * wo + j) * c..(i * wo + j + 1) * c]);
+                    }
+                }
+            }
+        }
+    });
+    T::to_tensor(to_channels_first(&out, n, c, h * w), &[n, c, h, w], dy.device())
+}
+
 /// Rows `start, start + s, …` (`count` of them) of dimension `dim` (no copy of the rest).
 fn strided(x: &Tensor, dim: usize, start: usize, count: usize, s: usize) -> Result<Tensor> {
     if s == 1 {
@@ -302,9 +423,15 @@ mod tests {
 
     #[test]
     fn loops_match_candle_ops_and_the_adjoint_identity() {
-        for (k, s, pads, hw) in
-            [(3, 1, [1, 1, 1, 1], 7), (3, 2, [0, 1, 0, 1], 8), (5, 2, [1, 2, 1, 2], 14), (5, 1, [2, 2, 2, 2], 5)]
-        {
+        // small maps run channels-last, larger ones per plane: both are covered
+        for (k, s, pads, hw) in [
+            (3, 1, [1, 1, 1, 1], 7),
+            (3, 2, [0, 1, 0, 1], 8),
+            (5, 2, [1, 2, 1, 2], 14),
+            (5, 1, [2, 2, 2, 2], 5),
+            (3, 1, [1, 1, 1, 1], 19),
+            (5, 2, [1, 2, 1, 2], 40),
+        ] {
             let g = DwGeometry { kernel: k, stride: s, pads };
             let x = rand(&[2, 3, hw, hw], 1);
             let wt = rand(&[3, 1, k, k], 2);

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::models::weights::Weights;
 
 /// Batch-norm epsilon of the TF checkpoints.
-pub const BN_EPS: f64 = 1e-3;
+const BN_EPS: f64 = 1e-3;
 
 fn conv_bn(w: &Weights, conv: &str, bn: &str, shape: &[usize], stride: usize, groups: usize) -> Result<Conv2d> {
     let (cout, cin_g, k) = (shape[0], shape[1], shape[3]);
