@@ -22,6 +22,7 @@ pub mod hub;
 pub mod imaging;
 pub mod metrics;
 pub mod models;
+pub mod numerics;
 
 pub use control::{CancelToken, RunControl};
 pub use error::{Error, Result};

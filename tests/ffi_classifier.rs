@@ -117,6 +117,8 @@ fn iba_and_gradcam_through_the_c_abi() {
     // out of range
     assert_eq!(unsafe { ibex_explain(e, &v, &target(1000), null(), &mut res) }, IBEX_ERR_INVALID_ARGUMENT);
     assert!(msg().contains("out of range"), "{}", msg());
+    assert_eq!(unsafe { ibex_explain(e, &v, &target(-2), null(), &mut res) }, IBEX_ERR_INVALID_ARGUMENT);
+    assert!(msg().contains("-1 for the predicted class"), "{}", msg());
     // NaN pixels
     let mut bad: Vec<f32> = px.iter().map(|&v| v as f32 / 255.0).collect();
     bad[777] = f32::NAN;
@@ -170,6 +172,17 @@ fn mismatched_weights_name_the_tensor() {
     let (st, _) = load(Some("efficientnet_lite"), tmp.path());
     assert_eq!(st, IBEX_ERR_FORMAT);
     assert!(msg().contains("'_fc.bias'"), "{}", msg());
+    // a stride of 0 in the config
+    let cfg = std::fs::read_to_string(src.join("config.json")).unwrap().replace("\"stride\": 1", "\"stride\": 0");
+    std::fs::write(tmp.path().join("config.json"), cfg).unwrap();
+    w.insert(
+        "_fc.bias".into(),
+        candle_core::Tensor::zeros(1000, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap(),
+    );
+    candle_core::safetensors::save(&w, tmp.path().join("model.safetensors")).unwrap();
+    let (st, _) = load(Some("efficientnet_lite"), tmp.path());
+    assert_eq!(st, IBEX_ERR_FORMAT);
+    assert!(msg().contains("strides"), "{}", msg());
     // corrupt file
     std::fs::write(tmp.path().join("model.safetensors"), b"not a checkpoint").unwrap();
     let (st, _) = load(None, tmp.path());

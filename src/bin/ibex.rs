@@ -321,7 +321,9 @@ fn run_explain(a: ExplainArgs) -> Result<()> {
     set("samples", a.samples.map(Into::into));
     set("samples_per_pass", a.samples_per_pass.map(Into::into));
     set("seed", a.seed.map(Into::into));
-    set("statistics", a.stats.as_ref().map(|p| p.display().to_string().into()));
+    // relative to where the command runs (a relative path in ibex.json is relative to the model)
+    let stats = a.stats.as_ref().map(|p| std::path::absolute(p).map_err(|e| Error::io(p, e))).transpose()?;
+    set("statistics", stats.map(|p| p.display().to_string().into()));
     let m = Method::create(&model, &method, &serde_json::Value::Object(opts))?;
     let cmap: Colormap = a.colormap.parse()?;
     if !(0.0..=1.0).contains(&a.opacity) {

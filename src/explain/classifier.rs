@@ -55,6 +55,9 @@ pub fn predict(bundle: &ClassifierBundle, logits: &Tensor, target: Option<usize>
         return Err(Error::Numerical("the model's logits contain NaN or infinity".into()));
     }
     let k = logits.len();
+    if k == 0 {
+        return Err(Error::invalid("the model has no classes"));
+    }
     let mut order: Vec<usize> = (0..k).collect();
     order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
     let score = |i: usize| ClassScore { index: i, label: bundle.label(i), probability: probs[i], logit: logits[i] };

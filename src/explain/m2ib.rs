@@ -171,8 +171,7 @@ fn unit(e: &Tensor) -> Result<Tensor> {
 }
 
 fn finite(t: &Tensor, what: &str) -> Result<()> {
-    let m = t.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
-    if !m.is_finite() {
+    if !crate::numerics::all_finite(t)? {
         return Err(Error::Numerical(format!("{what} contains NaN or infinity")));
     }
     Ok(())

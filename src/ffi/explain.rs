@@ -90,6 +90,15 @@ unsafe fn run(
             texts.push(c_str(*t.texts.add(i), &format!("target->texts[{i}]"))?.to_string());
         }
     }
+    if t.class_index < -1 {
+        return Err(FfiError(
+            IBEX_ERR_INVALID_ARGUMENT,
+            format!(
+                "target->class_index {} is invalid: a class (0, 1, …) or -1 for the predicted class",
+                t.class_index
+            ),
+        ));
+    }
     let target = Target { class_index: usize::try_from(t.class_index).ok(), texts };
     let imgs = (0..count)
         .map(|i| {

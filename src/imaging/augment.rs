@@ -43,6 +43,13 @@ pub fn random_resized_crop_params(
 
 /// The `(x, y, w, h)` region of `img`.
 pub fn crop(img: &RgbImage, (x, y, cw, ch): (u32, u32, u32, u32)) -> Result<RgbImage> {
+    let fits = |o: u32, len: u32, n: u32| len > 0 && o.checked_add(len).is_some_and(|e| e <= n);
+    if !fits(x, cw, img.width) || !fits(y, ch, img.height) {
+        return Err(crate::error::Error::invalid(format!(
+            "crop ({x}, {y}) {cw}x{ch} does not lie inside the {}x{} image",
+            img.width, img.height
+        )));
+    }
     let w = img.width as usize;
     let mut data = Vec::with_capacity(cw as usize * ch as usize * 3);
     for row in y as usize..(y + ch) as usize {
@@ -92,5 +99,8 @@ mod tests {
         assert_eq!(flip_horizontal(&img).data, vec![3.0, 3.0, 3.0, 2.0, 2.0, 2.0, 1.0, 1.0, 1.0]);
         let c = crop(&img, (1, 0, 2, 1)).unwrap();
         assert_eq!(c.data, vec![2.0, 2.0, 2.0, 3.0, 3.0, 3.0]);
+        assert!(
+            crop(&img, (2, 0, 2, 1)).is_err() && crop(&img, (0, 0, 0, 1)).is_err() && crop(&img, (0, 1, 1, 1)).is_err()
+        );
     }
 }

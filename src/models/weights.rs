@@ -57,21 +57,26 @@ fn load_safetensors(path: &Path, device: &Device) -> Result<Vec<(String, Tensor)
 
 /// Reads a PyTorch checkpoint: a bare state dict, or one nested under a common key.
 fn load_pickle(path: &Path, device: &Device) -> Result<Vec<(String, Tensor)>> {
-    let mut last_err = None;
+    // the first error (from the top level) says most; a file that read but held no tensors
+    // under any of the keys gets its own message
+    let mut first_err = None;
+    let mut readable = false;
     for key in [None, Some("model_state_dict"), Some("state_dict"), Some("model")] {
         match candle_core::pickle::read_all_with_key(path, key) {
             Ok(list) if !list.is_empty() => {
                 return list.into_iter().map(|(n, t)| Ok((n, to_f32(t, device)?))).collect();
             }
-            Ok(_) => {}
-            Err(e) => last_err = Some(e),
+            Ok(_) => readable = true,
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
         }
     }
     Err(Error::format(
         path,
-        match last_err {
-            Some(e) => format!("not a readable PyTorch checkpoint ({e})"),
-            None => "no tensors found (looked at the top level and under model_state_dict, state_dict, model)".into(),
+        match first_err {
+            Some(e) if !readable => format!("not a readable PyTorch checkpoint ({e})"),
+            _ => "no tensors found (looked at the top level and under model_state_dict, state_dict, model)".into(),
         },
     ))
 }
@@ -129,11 +134,8 @@ impl Weights {
             ));
         }
         let t = t.clone();
-        if t.elem_count() > 0 {
-            let finite = t.flatten_all()?.abs()?.max(0)?.to_dtype(DType::F64)?.to_scalar::<f64>()?.is_finite();
-            if !finite {
-                return Err(Error::format(&self.path, format!("tensor '{name}' contains NaN or infinity")));
-            }
+        if !crate::numerics::all_finite(&t)? {
+            return Err(Error::format(&self.path, format!("tensor '{name}' contains NaN or infinity")));
         }
         Ok(t)
     }

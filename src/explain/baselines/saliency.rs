@@ -36,10 +36,10 @@ impl Saliency {
             let prediction = classifier::predict(bundle, &logits, target)?;
             let dx = net.suffix_backward(&tape, &one_hot(net.num_classes, prediction.target.index, &logits)?)?;
             let (w, h) = (input.pre.width, input.pre.height);
-            let map = dx.abs()?.max(1)?.flatten_all()?.to_vec1::<f32>()?;
-            if map.iter().any(|v| !v.is_finite()) {
+            if !crate::numerics::all_finite(&dx)? {
                 return Err(Error::Numerical("the gradient contains NaN or infinity".into()));
             }
+            let map = dx.abs()?.max(1)?.flatten_all()?.to_vec1::<f32>()?;
             control.report(i as u32 + 1, images.len() as u32)?;
             Ok(BaselineExplanation {
                 method: "saliency",

@@ -81,6 +81,9 @@ impl IbaConfig {
         if !(cfg.sigma.is_finite() && (0.0..=64.0).contains(&cfg.sigma)) {
             return Err(Error::invalid(format!("sigma must be in [0, 64], got {}", cfg.sigma)));
         }
+        if !(0.0..=1.0).contains(&cfg.active_threshold) {
+            return Err(Error::invalid(format!("active_threshold must be in [0, 1], got {}", cfg.active_threshold)));
+        }
         if !(cfg.min_std.is_finite() && cfg.min_std > 0.0) {
             return Err(Error::invalid(format!("min_std must be > 0, got {}", cfg.min_std)));
         }

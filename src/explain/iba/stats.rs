@@ -46,14 +46,15 @@ impl FeatureStats {
                 format!("feature_mean {:?} and feature_std {:?} must both be [C, H, W]", mean.dims(), std.dims()),
             ));
         }
-        let active = if let Some(a) = get("active_mask") {
-            a?.gt(0.5f32)?.to_dtype(DType::F32)?
-        } else if let (Some(c), Some(n)) = (map.get("nonzero_count"), map.get("n_samples")) {
+        // counts (with the caller's threshold) where the file has them, else its stored mask
+        let active = if let (Some(c), Some(n)) = (map.get("nonzero_count"), map.get("n_samples")) {
             let n = n.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?.first().copied().unwrap_or(0.0);
             if n < 1.0 {
                 return Err(Error::format(path, "n_samples is 0"));
             }
             (c.to_dtype(DType::F64)? / n)?.gt(active_threshold)?.to_dtype(DType::F32)?
+        } else if let Some(a) = get("active_mask") {
+            a?.gt(0.5f32)?.to_dtype(DType::F32)?
         } else {
             mean.ones_like()?
         };
@@ -61,7 +62,7 @@ impl FeatureStats {
             return Err(Error::format(path, format!("active mask {:?} is not shaped like the mean", active.dims())));
         }
         for (name, t) in [("feature_mean", &mean), ("feature_std", &std)] {
-            if !crate::models::cnn::layers::all_finite(t)? {
+            if !crate::numerics::all_finite(t)? {
                 return Err(Error::format(path, format!("'{name}' contains NaN or infinity")));
             }
         }
@@ -182,6 +183,10 @@ pub fn estimate(
     }
     bundle.network.check_tap(tap)?;
     let (w, h) = (bundle.preprocessor.crop_width, bundle.preprocessor.crop_height);
+    // the views are already model-sized: only normalise them
+    let mut normalise = bundle.preprocessor.clone();
+    normalise.do_resize = false;
+    normalise.do_center_crop = false;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut est: Option<Welford> = None;
     let mut done = 0;
@@ -191,7 +196,7 @@ pub fn estimate(
         let mut pixels = Vec::with_capacity(m * 3 * (w * h) as usize);
         for i in done..done + m {
             let view = random_resized_crop_flip(&images[i % images.len()], w, h, &mut rng)?;
-            pixels.extend(bundle.preprocessor.preprocess(&view)?.pixel_values);
+            pixels.extend(normalise.preprocess(&view)?.pixel_values);
         }
         let x = Tensor::from_vec(pixels, (m, 3, h as usize, w as usize), &bundle.device)?;
         let feats = bundle.network.forward_until(tap, &x)?.to_dtype(DType::F32)?;

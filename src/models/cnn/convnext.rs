@@ -105,5 +105,5 @@ pub fn build(w: &Weights) -> Result<Network> {
         None => return Err(Error::format(w.path(), "missing tensor 'classifier.2.weight'")),
     };
     stages.push(("logits".into(), Box::new(Linear::load(w, "classifier.2", c, classes, true)?)));
-    Ok(Network::new(stages, classes))
+    Network::new(stages, classes)
 }

@@ -117,20 +117,23 @@ pub fn build(w: &Weights, strides: &[usize]) -> Result<Network> {
     let fc = shape_of(w, "_fc.weight", 2)?;
     let classes = fc[0];
     stages.push(("logits".into(), Box::new(Linear::load(w, "_fc", head[0], classes, true)?)));
-    Ok(Network::new(stages, classes))
+    Network::new(stages, classes)
 }
 
 /// Block strides from an EfficientNet-Lite `config.json` (`blocks[i].stride`, or `stages[j]`
 /// with `repeats` and the stride of the stage's first block).
 pub fn strides_from_config(cfg: &serde_json::Value) -> Option<Vec<usize>> {
     if let Some(blocks) = cfg.get("blocks").and_then(|b| b.as_array()) {
-        return blocks.iter().map(|b| b.get("stride").and_then(|s| s.as_u64()).map(|s| s as usize)).collect();
+        return blocks
+            .iter()
+            .map(|b| b.get("stride").and_then(|s| s.as_u64()).filter(|s| (1..=4).contains(s)).map(|s| s as usize))
+            .collect();
     }
     let stages = cfg.get("stages")?.as_array()?;
     let mut out = Vec::new();
     for s in stages {
         let r = s.get("repeats")?.as_u64()? as usize;
-        let st = s.get("stride")?.as_u64()? as usize;
+        let st = s.get("stride")?.as_u64().filter(|s| (1..=4).contains(s))? as usize;
         out.push(st);
         out.extend(std::iter::repeat(1).take(r.saturating_sub(1)));
     }

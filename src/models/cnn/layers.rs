@@ -43,6 +43,7 @@ impl Padding {
         match *self {
             Padding::Fixed(p) => [p; 4],
             Padding::TfSame => {
+                let s = s.max(1);
                 let total = |i: usize| ((i.div_ceil(s) - 1) * s + k).saturating_sub(i);
                 let (th, tw) = (total(h), total(w));
                 [th / 2, th - th / 2, tw / 2, tw - tw / 2]
@@ -120,7 +121,7 @@ impl Conv2d {
     }
 
     fn is_pointwise(&self) -> bool {
-        self.kernel() == 1 && self.stride == 1 && self.groups == 1
+        self.kernel() == 1 && self.stride == 1 && self.groups == 1 && self.padding.pads(1, 1, 1, 1) == [0; 4]
     }
 
     fn geometry(&self, h: usize, w: usize) -> DwGeometry {
@@ -220,17 +221,20 @@ impl Layer for Activation {
     }
 
     fn forward_tape(&self, x: &Tensor) -> Result<(Tensor, Tape)> {
+        if *self == Activation::Gelu {
+            // y = x·Φ(x), y' = Φ(x) + x·φ(x): Φ computed once for both
+            let cdf = (((x / std::f64::consts::SQRT_2)?.erf()? + 1.0)? * 0.5)?;
+            let pdf = ((x.sqr()? * -0.5)?.exp()? * (1.0 / (2.0 * std::f64::consts::PI).sqrt()))?;
+            let d = (&cdf + (x * pdf)?)?;
+            return Ok(((x * cdf)?, Tape { saved: vec![d], children: vec![] }));
+        }
         let y = self.forward(x)?;
         // the local derivative: where the activation is not saturated (PyTorch's rule:
         // strictly inside (0, 6) for ReLU6, x > 0 for ReLU); Φ(x) + x·φ(x) for GELU
         let d = match self {
             Activation::Relu => x.gt(0f32)?.to_dtype(x.dtype())?,
             Activation::Relu6 => (x.gt(0f32)? * x.lt(6f32)?)?.to_dtype(x.dtype())?,
-            Activation::Gelu => {
-                let cdf = ((x / std::f64::consts::SQRT_2)?.erf()? + 1.0)? * 0.5;
-                let pdf = (x.sqr()? * -0.5)?.exp()? * (1.0 / (2.0 * std::f64::consts::PI).sqrt());
-                (cdf? + (x * pdf?)?)?
-            }
+            Activation::Gelu => unreachable!("handled above"),
         };
         Ok((y, Tape { saved: vec![d], children: vec![] }))
     }
@@ -529,9 +533,4 @@ impl Layer for Linear {
     fn backward(&self, _tape: &Tape, dy: &Tensor) -> Result<Tensor> {
         Ok(dy.matmul(&self.weight)?)
     }
-}
-
-/// Whether every element of `t` is finite.
-pub fn all_finite(t: &Tensor) -> Result<bool> {
-    Ok(t.flatten_all()?.abs()?.max(0)?.to_dtype(DType::F64)?.to_scalar::<f64>()?.is_finite())
 }

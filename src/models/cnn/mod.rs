@@ -112,7 +112,7 @@ pub fn weights_file(dir: &Path) -> Result<PathBuf> {
         1 => Ok(st.remove(0)),
         0 => Err(Error::NotFound(format!("{}: no model.safetensors, pytorch_model.bin or *.pth", dir.display()))),
         _ => Err(Error::invalid(format!(
-            "{}: several checkpoints ({}); name the one to use model.safetensors",
+            "{}: several checkpoints ({}); keep one, or name it model.safetensors / pytorch_model.bin (matching its format)",
             dir.display(),
             st.iter().filter_map(|p| p.file_name()?.to_str()).collect::<Vec<_>>().join(", ")
         ))),
@@ -142,7 +142,7 @@ impl ClassifierBundle {
                 let strides = efficientnet_lite::strides_from_config(&config).ok_or_else(|| {
                     Error::format(
                         &cfg_path,
-                        "EfficientNet-Lite needs the block strides: 'blocks[i].stride' or 'stages'",
+                        "EfficientNet-Lite needs the block strides (each 1..=4): 'blocks[i].stride' or 'stages'",
                     )
                 })?;
                 efficientnet_lite::build(&weights, &strides)?

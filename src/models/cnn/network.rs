@@ -24,8 +24,12 @@ pub struct SuffixTape {
 }
 
 impl Network {
-    pub fn new(stages: Vec<(String, Box<dyn Layer>)>, num_classes: usize) -> Self {
-        Network { stages, num_classes }
+    /// A network whose last stage gives `num_classes` logits (at least 1).
+    pub fn new(stages: Vec<(String, Box<dyn Layer>)>, num_classes: usize) -> Result<Self> {
+        if num_classes == 0 || stages.is_empty() {
+            return Err(Error::invalid("a classifier needs at least one stage and one class"));
+        }
+        Ok(Network { stages, num_classes })
     }
 
     /// The tap names, in order (`input` first).

@@ -117,7 +117,7 @@ pub fn build(w: &Weights, strides: [usize; 4]) -> Result<Network> {
         None => return Err(Error::format(w.path(), "missing tensor 'fc.weight'")),
     };
     stages.push(("logits".into(), Box::new(Linear::load(w, "fc", cin, classes, true)?)));
-    Ok(Network::new(stages, classes))
+    Network::new(stages, classes)
 }
 
 /// Stage strides from a config's `strides` (four numbers), else torchvision's.
