@@ -36,6 +36,175 @@ enum Command {
     /// Estimate IBA feature statistics of a tap over a folder of images (Welford, the IBA
     /// reference's augmentation recipe).
     Stats(StatsArgs),
+    /// Score a method's maps over a folder: deletion (MoRF) / LeRF AUCs against a random
+    /// order, and the pointing game and energy in box where boxes are given.
+    Eval(EvalArgs),
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// Method to evaluate: iba, gradcam, saliency, ig, occlusion.
+    #[arg(long, default_value = "iba")]
+    method: String,
+    /// Model directory or Hugging Face id; default: the bundled EfficientNet-Lite0.
+    #[arg(long)]
+    model: Option<String>,
+    /// Folder of images (PNG, JPEG, WebP, BMP, TIFF).
+    #[arg(long)]
+    images: PathBuf,
+    /// Boxes as JSON: image file stem -> {"objects": [{"label", "box": [x0, y0, x1, y1]}],
+    /// "target_object": label or null}, boxes in model-input pixels, half-open (the fixtures'
+    /// photos.json, with its top-level "photos" key, works as is).
+    #[arg(long)]
+    boxes: Option<PathBuf>,
+    /// Tap for methods that take one.
+    #[arg(long)]
+    layer: Option<String>,
+    /// Seed of the method's noise and of the random baseline order.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Write the per-image results and means as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the per-image results as CSV.
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Compute device: cpu, cuda, cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// The target boxes of `stem` in a photos.json-style file, if it names a target object.
+fn target_boxes(boxes: &serde_json::Value, stem: &str) -> Option<Vec<[f32; 4]>> {
+    let entry = boxes.get("photos").unwrap_or(boxes).get(stem)?;
+    let target = entry.get("target_object")?.as_str()?;
+    let v: Vec<[f32; 4]> = entry
+        .get("objects")?
+        .as_array()?
+        .iter()
+        .filter(|o| o.get("label").and_then(|l| l.as_str()) == Some(target))
+        .filter_map(|o| {
+            let b: Vec<f32> = o.get("box")?.as_array()?.iter().filter_map(|x| x.as_f64().map(|x| x as f32)).collect();
+            (b.len() == 4).then(|| [b[0], b[1], b[2], b[3]])
+        })
+        .collect();
+    (!v.is_empty()).then_some(v)
+}
+
+fn run_eval(a: EvalArgs) -> Result<()> {
+    use ibex::metrics::{energy_in_boxes, pointing_hit, CurveSettings};
+    let device = ibex::device::parse_device(&a.device)?;
+    let dir = match &a.model {
+        Some(m) => ibex::hub::resolve_model(m)?,
+        None => default_model(),
+    };
+    let model = Model::load(None, &dir, &device)?;
+    let Model::Classifier(bundle) = &model else {
+        return Err(Error::Unsupported("ibex eval scores classifier explanations".into()));
+    };
+    let mut opts = serde_json::Map::new();
+    if let Some(l) = &a.layer {
+        opts.insert("layer".into(), l.clone().into());
+    }
+    if matches!(a.method.as_str(), "iba") {
+        opts.insert("seed".into(), a.seed.into());
+    }
+    let method = Method::create(&model, &a.method, &serde_json::Value::Object(opts))?;
+    let boxes = match &a.boxes {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+            Some(serde_json::from_str::<serde_json::Value>(&text).map_err(|e| Error::format(p, e.to_string()))?)
+        }
+        None => None,
+    };
+    let files = image_files(&a.images)?;
+    let bar = progress_bar(a.quiet, "eval");
+    bar.set_length(files.len() as u64);
+    let settings = CurveSettings::default();
+    let mut rows = Vec::new();
+    println!(
+        "{:<16} {:<24} {:>6} {:>6} {:>7} {:>6} {:>8}",
+        "image", "target", "MoRF", "LeRF", "LeRF-M", "random", "pointing"
+    );
+    for (i, f) in files.iter().enumerate() {
+        let stem = f.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
+        let image = RgbImage::load(f)?;
+        let ex = method.explain(&model, &image, &Target::default(), &mut RunControl::default())?;
+        let input = ibex::explain::classifier::input(bundle, &image)?;
+        let fa = ibex::explain::evaluation::of_explanation(bundle, &ex, &input.pre.pixel_values, &settings, a.seed)?;
+        let target = ex.prediction.as_ref().map(|p| p.target.clone()).expect("classifier explanation");
+        let tb = boxes.as_ref().and_then(|b| target_boxes(b, &stem));
+        let (hit, energy) = match &tb {
+            Some(b) => (Some(pointing_hit(&ex.maps[0].map, b, 0.0)), Some(energy_in_boxes(&ex.maps[0].map, b))),
+            None => (None, None),
+        };
+        bar.set_position(i as u64 + 1);
+        bar.suspend(|| {
+            println!(
+                "{stem:<16} {:<24} {:6.3} {:6.3} {:7.3} {:6.3} {:>8}",
+                target.label.chars().take(24).collect::<String>(),
+                fa.morf,
+                fa.lerf,
+                fa.gap,
+                fa.random,
+                hit.map_or("-", |h| if h { "hit" } else { "miss" })
+            )
+        });
+        rows.push(serde_json::json!({
+            "image": stem, "target": target, "morf": fa.morf, "lerf": fa.lerf, "lerf_minus_morf": fa.gap,
+            "random": fa.random, "pointing_hit": hit, "energy_in_box": energy,
+            "morf_curve": fa.morf_curve, "lerf_curve": fa.lerf_curve,
+        }));
+    }
+    bar.finish_and_clear();
+    let mean = |k: &str| rows.iter().filter_map(|r| r[k].as_f64()).sum::<f64>() / rows.len() as f64;
+    let hits: Vec<bool> = rows.iter().filter_map(|r| r["pointing_hit"].as_bool()).collect();
+    println!(
+        "mean: MoRF {:.3}, LeRF {:.3}, LeRF-MoRF {:.3}, random {:.3}; pointing {}/{}",
+        mean("morf"),
+        mean("lerf"),
+        mean("lerf_minus_morf"),
+        mean("random"),
+        hits.iter().filter(|&&h| h).count(),
+        hits.len()
+    );
+    if let Some(p) = &a.json {
+        let v = serde_json::json!({
+            "method": a.method, "model": dir.display().to_string(), "images": rows,
+            "mean": { "morf": mean("morf"), "lerf": mean("lerf"), "lerf_minus_morf": mean("lerf_minus_morf"), "random": mean("random") },
+            "pointing": { "hits": hits.iter().filter(|&&h| h).count(), "of": hits.len() },
+            "protocol": { "tile": settings.tile, "steps": settings.steps, "seed": a.seed },
+        });
+        std::fs::write(p, serde_json::to_string(&v).expect("serialises")).map_err(|e| Error::io(p, e))?;
+        println!("json: {}", p.display());
+    }
+    if let Some(p) = &a.csv {
+        let mut text = String::from(
+            "image,target_index,target_label,probability,morf,lerf,lerf_minus_morf,random,pointing_hit,energy_in_box\n",
+        );
+        for r in &rows {
+            let opt = |v: &serde_json::Value| if v.is_null() { String::new() } else { v.to_string() };
+            text.push_str(&format!(
+                "{},{},\"{}\",{},{},{},{},{},{},{}\n",
+                r["image"].as_str().unwrap_or(""),
+                r["target"]["index"],
+                r["target"]["label"].as_str().unwrap_or("").replace('"', "'"),
+                r["target"]["probability"],
+                r["morf"],
+                r["lerf"],
+                r["lerf_minus_morf"],
+                r["random"],
+                opt(&r["pointing_hit"]),
+                opt(&r["energy_in_box"])
+            ));
+        }
+        std::fs::write(p, text).map_err(|e| Error::io(p, e))?;
+        println!("csv: {}", p.display());
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -535,6 +704,7 @@ fn main() {
         Command::M2ib(a) => run_m2ib(a),
         Command::Info(a) => run_info(a),
         Command::Stats(a) => run_stats(a),
+        Command::Eval(a) => run_eval(a),
     };
     if let Err(e) = r {
         eprintln!("ibex: error: {e}");

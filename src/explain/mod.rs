@@ -3,6 +3,7 @@
 
 pub mod baselines;
 pub mod classifier;
+pub mod evaluation;
 pub mod iba;
 pub mod m2ib;
 pub mod options;
