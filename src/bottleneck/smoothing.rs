@@ -12,10 +12,12 @@ use candle_core::{DType, Device, Tensor};
 
 /// A fixed spatial Gaussian smoothing for maps of one size.
 pub struct Smoothing {
-    /// `[H, H]`.
+    /// `[H, H]` and its transpose (for the adjoint).
     rows: Tensor,
-    /// `[W, W]`, transposed (applied on the right).
+    rows_t: Tensor,
+    /// `[W, W]` transposed (applied on the right), and untransposed (for the adjoint).
     cols_t: Tensor,
+    cols: Tensor,
 }
 
 /// The normalised 1-D Gaussian with IBA's kernel size.
@@ -62,8 +64,9 @@ impl Smoothing {
         }
         let g = kernel(sigma);
         let rows = Tensor::from_vec(matrix(h, &g)?, (h, h), device)?.to_dtype(dtype)?;
-        let cols_t = Tensor::from_vec(matrix(w, &g)?, (w, w), device)?.t()?.contiguous()?.to_dtype(dtype)?;
-        Ok(Smoothing { rows, cols_t })
+        let cols = Tensor::from_vec(matrix(w, &g)?, (w, w), device)?.to_dtype(dtype)?;
+        let (rows_t, cols_t) = (rows.t()?.contiguous()?, cols.t()?.contiguous()?);
+        Ok(Smoothing { rows, rows_t, cols_t, cols })
     }
 
     /// Smooths `x [C, H, W]` per channel.
@@ -73,7 +76,7 @@ impl Smoothing {
 
     /// The adjoint: `∂loss/∂x` from `∂loss/∂apply(x)`.
     pub fn adjoint(&self, g: &Tensor) -> Result<Tensor> {
-        Ok(self.rows.t()?.broadcast_matmul(g)?.broadcast_matmul(&self.cols_t.t()?)?)
+        Ok(self.rows_t.broadcast_matmul(g)?.broadcast_matmul(&self.cols)?)
     }
 }
 
