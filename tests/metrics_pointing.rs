@@ -5,28 +5,11 @@
 mod common;
 
 use candle_core::{Device, Tensor};
-use std::path::PathBuf;
 
 use ibex::imaging::heatmap::Heatmap;
 use ibex::metrics::{auc, energy_in_boxes, pointing_hit};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
-
-/// `../shared/fixtures` next to the repository (or `IBEX_FIXTURES`).
-fn fixtures() -> PathBuf {
-    if let Some(p) = std::env::var_os("IBEX_FIXTURES") {
-        return PathBuf::from(p);
-    }
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("shared").join("fixtures");
-    assert!(p.is_dir(), "fixtures not found at {} (set IBEX_FIXTURES)", p.display());
-    p
-}
-
-fn json(rel: &str) -> Value {
-    let p = fixtures().join(rel);
-    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
 
 /// A little-endian F32 tensor: `(shape, values)`.
 fn f32_tensor(st: &SafeTensors, name: &str) -> (Vec<usize>, Vec<f32>) {
@@ -51,15 +34,15 @@ fn boxes_of(photo: &Value, target: &str) -> Vec<[f32; 4]> {
 
 #[test]
 fn pointing_game_matches_the_reference() {
-    let photos = json("images/photos/photos.json");
-    let reference = json("cnn/iba-reference/reference.json");
+    let photos = common::json("../images/photos/photos.json");
+    let reference = common::json("../cnn/iba-reference/reference.json");
     let mut counts = [[0usize; 2]; 2]; // [iba, gradcam] x [strict, tol15]
     let mut n = 0;
     for (name, photo) in photos["photos"].as_object().unwrap() {
         let Some(target) = photo["target_object"].as_str() else { continue };
         let boxes = boxes_of(photo, target);
         assert!(!boxes.is_empty(), "{name}: no box labelled {target:?}");
-        let path = fixtures().join("cnn/iba-reference").join(format!("{name}.safetensors"));
+        let path = common::fixtures().join("cnn/iba-reference").join(format!("{name}.safetensors"));
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let st = SafeTensors::deserialize(&bytes).unwrap();
 
@@ -101,8 +84,8 @@ fn pointing_game_matches_the_reference() {
 
 #[test]
 fn auc_matches_the_reference_curves() {
-    let curves = json("cnn/iba-reference/curves.json");
-    let reference = json("cnn/iba-reference/reference.json");
+    let curves = common::json("../cnn/iba-reference/curves.json");
+    let reference = common::json("../cnn/iba-reference/reference.json");
     let mut checked = 0;
     for (name, per_image) in curves["curves"].as_object().unwrap() {
         for (kind, values) in per_image.as_object().unwrap() {

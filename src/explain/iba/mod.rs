@@ -213,25 +213,21 @@ impl Iba {
         target: Option<usize>,
         control: &mut RunControl<'_>,
     ) -> Result<Vec<IbaExplanation>> {
-        if images.is_empty() {
-            return Err(Error::invalid("no image to explain"));
-        }
         let net = &bundle.network;
-        let mut counter = StepCounter { control, done: 0, total: self.total_steps(images.len()) };
-        let mut out = Vec::with_capacity(images.len());
-        for (i, image) in images.iter().enumerate() {
+        let total = self.total_steps(images.len());
+        let mut done = 0;
+        classifier::each_image(bundle, images, control, |_, input, control| {
             let start = Instant::now();
-            counter.control.check()?;
-            let input = classifier::input(bundle, image).map_err(|e| batch_err(e, i, images.len()))?;
             let x = net.forward_until(&self.layer, &input.pixels)?;
             let prediction = classifier::predict(bundle, &net.forward_from(&self.layer, &x)?, target)?;
             let mut noise = SeededNoise::new(self.config.seed, 0);
-            let outcome = self
-                .capacity(net, &x, prediction.target.index, &mut noise, &mut counter)
-                .map_err(|e| batch_err(e, i, images.len()))?;
+            // progress counts steps over the whole batch
+            let mut counter = StepCounter { control, done, total };
+            let outcome = self.capacity(net, &x, prediction.target.index, &mut noise, &mut counter)?;
+            done = counter.done;
             let (saliency, capacity_bits, total_bits) =
                 saliency_map(&outcome.capacity, input.pre.width, input.pre.height)?;
-            out.push(IbaExplanation {
+            Ok(IbaExplanation {
                 saliency,
                 capacity_bits,
                 total_bits,
@@ -241,17 +237,8 @@ impl Iba {
                 source_region: input.pre.source_region,
                 config: self.config.clone(),
                 elapsed_ms: start.elapsed().as_secs_f64() * 1e3,
-            });
-        }
-        Ok(out)
-    }
-}
-
-fn batch_err(e: Error, i: usize, n: usize) -> Error {
-    match e {
-        Error::Numerical(m) if n > 1 => Error::Numerical(format!("image {i}: {m}")),
-        Error::InvalidArgument(m) if n > 1 => Error::InvalidArgument(format!("image {i}: {m}")),
-        e => e,
+            })
+        })
     }
 }
 
