@@ -62,7 +62,7 @@ fn gradient_saliency_is_the_largest_absolute_input_gradient() {
 #[test]
 fn occlusion_averages_the_probability_drop_of_the_covering_windows() {
     let b = bundle();
-    let cfg = OcclusionConfig { window: 64, stride: 64, fill: 0.0, batch: 8 };
+    let cfg = OcclusionConfig { window: 64, stride: 64, fill: 0.0, fill_rgb: None, batch: 8 };
     let occ = Occlusion::new(cfg.clone()).unwrap();
     let img = photo224("dog");
     let ex = occ.explain_batch(&b, std::slice::from_ref(&img), None, &mut RunControl::default()).unwrap();

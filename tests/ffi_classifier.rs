@@ -144,6 +144,25 @@ fn iba_and_gradcam_through_the_c_abi() {
     assert!(msg().contains("m2ib") && msg().contains("efficientnet_lite"), "{}", msg());
     let (st, _) = explainer(model, "iba", r#"{"statistics": "missing.safetensors"}"#);
     assert_eq!(st, IBEX_ERR_NOT_FOUND, "{}", msg());
+    // the trained methods need their state; a size limit refuses larger images; a 1x1 image
+    let (st, _) = explainer(model, "dual-ib", "{}");
+    assert_eq!(st, IBEX_ERR_INVALID_ARGUMENT);
+    assert!(msg().contains("ibex dual-ib fit"), "{}", msg());
+    let (st, _) = explainer(model, "iba-readout", r#"{"state": "missing.safetensors"}"#);
+    assert_eq!(st, IBEX_ERR_NOT_FOUND, "{}", msg());
+    let (st, small) = explainer(model, "gradcam", r#"{"max_pixels": 40000}"#);
+    assert_eq!(st, IBEX_OK, "{}", msg());
+    assert_eq!(unsafe { ibex_explain(small, &v, &target(-1), null(), &mut res) }, IBEX_ERR_INVALID_ARGUMENT);
+    assert!(msg().contains("50176 pixels") && msg().contains("max_pixels"), "{}", msg());
+    let one = [0u8; 3];
+    assert_eq!(
+        unsafe { ibex_explain(small, &view(&one, 1, 1), &target(-1), null(), &mut res) },
+        IBEX_ERR_INVALID_ARGUMENT
+    );
+    assert!(msg().contains("too small"), "{}", msg());
+    unsafe { ibex_explainer_free(small) };
+    let (st, _) = explainer(model, "gradcam", r#"{"max_pixels": 0}"#);
+    assert_eq!(st, IBEX_ERR_INVALID_ARGUMENT);
     unsafe { ibex_model_free(model) };
 }
 

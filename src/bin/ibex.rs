@@ -36,6 +36,12 @@ enum Command {
     /// Estimate IBA feature statistics of a tap over a folder of images (Welford, the IBA
     /// reference's augmentation recipe).
     Stats(StatsArgs),
+    /// The amortised IBA: `ibex iba fit-readout` trains the readout network over a folder.
+    #[command(subcommand)]
+    Iba(IbaCommand),
+    /// Dual-IB: `ibex dual-ib fit` trains the infer network and the InfoNCE critic over a folder.
+    #[command(subcommand, name = "dual-ib")]
+    DualIb(DualIbCommand),
     /// Score a method's maps over a folder: deletion (MoRF) / LeRF AUCs against a random
     /// order, and the pointing game and energy in box where boxes are given.
     Eval(EvalArgs),
@@ -43,7 +49,7 @@ enum Command {
 
 #[derive(Args)]
 struct EvalArgs {
-    /// Method to evaluate: iba, gradcam, saliency, ig, occlusion.
+    /// Method to evaluate: iba, iba-readout, dual-ib, gradcam, saliency, ig, occlusion.
     #[arg(long, default_value = "iba")]
     method: String,
     /// Model directory or Hugging Face id; default: the bundled EfficientNet-Lite0.
@@ -60,6 +66,18 @@ struct EvalArgs {
     /// Tap for methods that take one.
     #[arg(long)]
     layer: Option<String>,
+    /// The trained state of iba-readout / dual-ib.
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Caption for a CLIP model (M2IB, occlusion): drop / increase in confidence per image.
+    #[arg(long = "text")]
+    texts: Vec<String>,
+    /// Also compute ROAD (noisy linear imputation at 10..90 % removed; slower).
+    #[arg(long)]
+    road: bool,
+    /// Also run the MPRT sanity check over the top N stages (N explanations more per image).
+    #[arg(long, value_name = "N")]
+    mprt: Option<usize>,
     /// Seed of the method's noise and of the random baseline order.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -75,6 +93,288 @@ struct EvalArgs {
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
+}
+
+#[derive(Subcommand)]
+enum IbaCommand {
+    /// Train the readout network that predicts IBA's α in one pass (progress bar, resumable).
+    FitReadout(FitReadoutArgs),
+}
+
+#[derive(Subcommand)]
+enum DualIbCommand {
+    /// Train Dual-IB's infer network and InfoNCE critic for a classifier (progress bar, resumable).
+    Fit(FitDualIbArgs),
+}
+
+/// What every training command takes.
+#[derive(Args)]
+struct FitArgs {
+    /// Model directory or Hugging Face id; default: the bundled EfficientNet-Lite0.
+    #[arg(long)]
+    model: Option<String>,
+    /// Folder of training images.
+    #[arg(long)]
+    images: PathBuf,
+    /// Where to write the state (after every epoch).
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    batch: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Noise samples per view and step.
+    #[arg(long)]
+    samples: Option<usize>,
+    /// Train on the preprocessed photos as they are (default: random resized crops and flips).
+    #[arg(long)]
+    no_augment: bool,
+    /// Continue the run saved in --out (same settings, same views).
+    #[arg(long)]
+    resume: bool,
+    /// Compute device: cpu, cuda, cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+impl FitArgs {
+    /// The overrides these flags give, as JSON.
+    fn overrides(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut o = serde_json::Map::new();
+        let mut set = |k: &str, v: Option<serde_json::Value>| {
+            if let Some(v) = v {
+                o.insert(k.into(), v);
+            }
+        };
+        set("epochs", self.epochs.map(Into::into));
+        set("batch", self.batch.map(Into::into));
+        set("lr", self.lr.map(Into::into));
+        set("seed", self.seed.map(Into::into));
+        set("samples", self.samples.map(Into::into));
+        if self.no_augment {
+            o.insert("augment".into(), false.into());
+        }
+        o
+    }
+
+    fn load(&self) -> Result<(ibex::models::cnn::ClassifierBundle, Vec<RgbImage>)> {
+        let device = ibex::device::parse_device(&self.device)?;
+        let dir = match &self.model {
+            Some(m) => ibex::hub::resolve_model(m)?,
+            None => default_model(),
+        };
+        let Model::Classifier(bundle) = Model::load(None, &dir, &device)? else {
+            return Err(Error::Unsupported("training a readout or Dual-IB needs a classifier".into()));
+        };
+        let images = image_files(&self.images)?.iter().map(|p| RgbImage::load(p)).collect::<Result<Vec<_>>>()?;
+        Ok((bundle, images))
+    }
+
+    /// Runs the loop with a progress bar.
+    fn train(
+        &self,
+        views: &ibex::explain::fit::Views<'_>,
+        settings: &ibex::explain::fit::FitSettings,
+        learner: &mut dyn ibex::explain::fit::Learner,
+        start: usize,
+        label: &str,
+    ) -> Result<()> {
+        if start >= settings.epochs {
+            println!("{} already has {start} of {} epochs", self.out.display(), settings.epochs);
+            return Ok(());
+        }
+        let bar = progress_bar(self.quiet, label);
+        let mut control = RunControl::with_progress(|done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+            true
+        });
+        let logs = ibex::explain::fit::run(views, settings, learner, &self.out, start, &mut control)?;
+        drop(control);
+        bar.finish_and_clear();
+        for l in &logs {
+            let terms: Vec<String> = l.terms.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+            println!("epoch {:>3}: {}", l.epoch, terms.join(", "));
+        }
+        println!("state: {} ({} epochs)", self.out.display(), settings.epochs);
+        Ok(())
+    }
+}
+
+#[derive(Args)]
+struct FitReadoutArgs {
+    #[command(flatten)]
+    fit: FitArgs,
+    /// The bottlenecked tap; default: the model's IBA layer.
+    #[arg(long)]
+    layer: Option<String>,
+    /// Comma-separated readout taps; default: the layer, the stage before pooling, the logits.
+    #[arg(long)]
+    taps: Option<String>,
+    /// Compression weight (IBA's β).
+    #[arg(long)]
+    beta: Option<f64>,
+}
+
+fn run_fit_readout(a: FitReadoutArgs) -> Result<()> {
+    use ibex::explain::fit::Views;
+    use ibex::explain::iba::readout::{default_taps, Readout, ReadoutConfig, ReadoutTrainer};
+    let (bundle, images) = a.fit.load()?;
+    let net = &bundle.network;
+    if a.fit.resume {
+        let (mut t, done) = ReadoutTrainer::resume(net, &a.fit.out, &bundle.device)?;
+        let views = Views::photos(&bundle, &images, t.config.fit.seed, t.config.augment);
+        let settings = t.config.fit.clone();
+        return a.fit.train(&views, &settings, &mut t, done, "readout");
+    }
+    let iba = ibex::explain::IbaConfig::for_bundle(&bundle)?;
+    let mut o = a.fit.overrides();
+    if let Some(b) = a.beta {
+        o.insert("beta".into(), b.into());
+    }
+    let mut config: ReadoutConfig =
+        ibex::explain::options::merge(&ReadoutConfig::default(), &serde_json::Value::Object(o), "readout", &[])?;
+    config.fit.validate()?;
+    let layer = a
+        .layer
+        .clone()
+        .or(iba.layer.clone())
+        .ok_or_else(|| Error::invalid("set --layer (the model has no IBA layer)"))?;
+    config.taps = match &a.taps {
+        Some(t) => t.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+        None => default_taps(net, &layer),
+    };
+    // the model's IBA prior where it is for this layer, else estimated from the views
+    let prior = match (&iba.statistics, iba.layer.as_deref() == Some(layer.as_str())) {
+        (Some(p), true) => {
+            let p = if p.is_relative() { bundle.dir.join(p) } else { p.clone() };
+            config.statistics = Some(p.clone());
+            Some(ibex::explain::iba::stats::FeatureStats::load(
+                &p,
+                config.min_std,
+                config.active_threshold,
+                &bundle.device,
+            )?)
+        }
+        _ => None,
+    };
+    config.layer = Some(layer.clone());
+    let views = Views::photos(&bundle, &images, config.fit.seed, config.augment);
+    let readout = Readout::init(net, &layer, &config.taps, prior, &config, &views)?;
+    let input = (bundle.preprocessor.crop_height as usize, bundle.preprocessor.crop_width as usize);
+    let settings = config.fit.clone();
+    let mut t = ReadoutTrainer::new(net, readout, config, input)?;
+    a.fit.train(&views, &settings, &mut t, 0, "readout")
+}
+
+#[derive(Args)]
+struct FitDualIbArgs {
+    #[command(flatten)]
+    fit: FitArgs,
+    /// The local representation x (a tap); default: the end of the first block group.
+    #[arg(long)]
+    local: Option<String>,
+    /// The global representation y: pooled (default) or the logits tap.
+    #[arg(long)]
+    global: Option<String>,
+    /// Compression weight β₂ of the bottleneck.
+    #[arg(long)]
+    beta2: Option<f64>,
+    /// β₁: multiplies the critic's learning rate.
+    #[arg(long)]
+    beta1: Option<f64>,
+}
+
+fn run_fit_dual_ib(a: FitDualIbArgs) -> Result<()> {
+    use ibex::explain::dual_ib::{DualIbConfig, DualIbTrainer};
+    use ibex::explain::fit::Views;
+    let (bundle, images) = a.fit.load()?;
+    let net = &bundle.network;
+    if a.fit.resume {
+        let (mut t, done) = DualIbTrainer::resume(net, &a.fit.out, &bundle.device)?;
+        let settings = t.settings().clone();
+        let views = Views::photos(&bundle, &images, settings.seed, t.augment());
+        return a.fit.train(&views, &settings, &mut t, done, "dual-ib");
+    }
+    let mut o = a.fit.overrides();
+    for (k, v) in [("local", a.local.clone().map(Into::into)), ("global", a.global.clone().map(Into::into))] {
+        if let Some(v) = v {
+            o.insert(k.into(), v);
+        }
+    }
+    for (k, v) in [("beta1", a.beta1), ("beta2", a.beta2)] {
+        if let Some(v) = v {
+            o.insert(k.into(), v.into());
+        }
+    }
+    let config = DualIbConfig::for_bundle(&bundle, &serde_json::Value::Object(o))?;
+    let views = Views::photos(&bundle, &images, config.fit.seed, config.augment);
+    let plain = Views::photos(&bundle, &images, config.fit.seed, false);
+    let settings = config.fit.clone();
+    let mut t = DualIbTrainer::new(net, config, &views, &plain, &bundle.device)?;
+    a.fit.train(&views, &settings, &mut t, 0, "dual-ib")
+}
+
+/// Average drop (%) and increase in confidence (%) over rows with `drop` / `increase`.
+fn confidence_means(rows: &[serde_json::Value]) -> (f64, f64) {
+    let n = rows.len().max(1) as f64;
+    let drop = 100.0 * rows.iter().filter_map(|r| r["drop"].as_f64()).sum::<f64>() / n;
+    let inc = 100.0 * rows.iter().filter(|r| r["increase"].as_bool() == Some(true)).count() as f64 / n;
+    (drop, inc)
+}
+
+/// The mean Spearman correlation at each MPRT step over rows.
+fn print_mprt(rows: &[serde_json::Value]) {
+    let steps = rows.first().and_then(|r| r["mprt"].as_array()).map_or(0, |a| a.len());
+    for k in 0..steps {
+        let name = rows[0]["mprt"][k]["randomised_down_to"].as_str().unwrap_or("?");
+        let v: Vec<f64> = rows.iter().filter_map(|r| r["mprt"][k]["spearman"].as_f64()).collect();
+        println!("MPRT randomised down to {name:<12} Spearman {:.3}", v.iter().sum::<f64>() / v.len().max(1) as f64);
+    }
+}
+
+/// `ibex eval` for CLIP: drop / increase in the image–caption similarity per image.
+fn eval_clip(a: &EvalArgs, bundle: &ClipBundle, model: &Model, method: &Method) -> Result<()> {
+    if a.texts.is_empty() {
+        return Err(Error::invalid("evaluating a CLIP model needs a caption: --text \"…\""));
+    }
+    let files = image_files(&a.images)?;
+    let mut rows = Vec::new();
+    println!("{:<16} {:<30} {:>8} {:>8} {:>6} {:>8}", "image", "caption", "full", "masked", "drop", "increase");
+    for f in &files {
+        let stem = f.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
+        let image = RgbImage::load(f)?;
+        let target = Target { class_index: None, texts: a.texts.clone() };
+        let ex = method.explain(model, &image, &target, &mut RunControl::default())?;
+        for (ci, caption) in a.texts.iter().enumerate() {
+            let c = ibex::explain::evaluation::clip_confidence(bundle, &ex, &image, ci)?;
+            println!(
+                "{stem:<16} {:<30} {:8.4} {:8.4} {:6.3} {:>8}",
+                caption.chars().take(30).collect::<String>(),
+                c.full,
+                c.masked,
+                c.drop,
+                c.increase
+            );
+            rows.push(serde_json::json!({ "image": stem, "caption": caption, "full": c.full, "masked": c.masked, "drop": c.drop, "increase": c.increase }));
+        }
+    }
+    let (drop, increase) = confidence_means(&rows);
+    println!("average drop {drop:.1} %, increase in confidence {increase:.1} % (the map weights the whole image)");
+    if let Some(p) = &a.json {
+        let v = serde_json::json!({ "method": a.method, "rows": rows,
+            "mean": { "average_drop_percent": drop, "increase_in_confidence_percent": increase } });
+        std::fs::write(p, serde_json::to_string(&v).expect("serialises")).map_err(|e| Error::io(p, e))?;
+        println!("json: {}", p.display());
+    }
+    Ok(())
 }
 
 /// The target boxes of `stem` in a photos.json-style file, if it names a target object.
@@ -102,17 +402,21 @@ fn run_eval(a: EvalArgs) -> Result<()> {
         None => default_model(),
     };
     let model = Model::load(None, &dir, &device)?;
-    let Model::Classifier(bundle) = &model else {
-        return Err(Error::Unsupported("ibex eval scores classifier explanations".into()));
-    };
     let mut opts = serde_json::Map::new();
     if let Some(l) = &a.layer {
         opts.insert("layer".into(), l.clone().into());
     }
-    if matches!(a.method.as_str(), "iba") {
+    if matches!(a.method.as_str(), "iba" | "m2ib") {
         opts.insert("seed".into(), a.seed.into());
     }
+    if let Some(p) = &a.state {
+        opts.insert("state".into(), p.display().to_string().into());
+    }
     let method = Method::create(&model, &a.method, &serde_json::Value::Object(opts))?;
+    let bundle = match &model {
+        Model::Classifier(b) => b,
+        Model::Clip(b) => return eval_clip(&a, b, &model, &method),
+    };
     let boxes = match &a.boxes {
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
@@ -136,6 +440,17 @@ fn run_eval(a: EvalArgs) -> Result<()> {
         let input = ibex::explain::classifier::input(bundle, &image)?;
         let fa = ibex::explain::evaluation::of_explanation(bundle, &ex, &input.pre.pixel_values, &settings, a.seed)?;
         let target = ex.prediction.as_ref().map(|p| p.target.clone()).expect("classifier explanation");
+        let conf = ibex::explain::evaluation::confidence_of(bundle, &ex, &input.pre.pixel_values)?;
+        let road = if a.road {
+            let rs = ibex::metrics::RoadSettings { seed: a.seed, ..Default::default() };
+            Some(ibex::explain::evaluation::road_of(bundle, &ex, &input.pre.pixel_values, &rs)?)
+        } else {
+            None
+        };
+        let mprt = match a.mprt {
+            Some(n) => Some(ibex::explain::evaluation::mprt(&method, bundle, &image, &ex, n, a.seed)?),
+            None => None,
+        };
         let tb = boxes.as_ref().and_then(|b| target_boxes(b, &stem));
         let (hit, energy) = match &tb {
             Some(b) => (Some(pointing_hit(&ex.maps[0].map, b, 0.0)), Some(energy_in_boxes(&ex.maps[0].map, b))),
@@ -157,6 +472,7 @@ fn run_eval(a: EvalArgs) -> Result<()> {
             "image": stem, "target": target, "morf": fa.morf, "lerf": fa.lerf, "lerf_minus_morf": fa.gap,
             "random": fa.random, "pointing_hit": hit, "energy_in_box": energy,
             "morf_curve": fa.morf_curve, "lerf_curve": fa.lerf_curve,
+            "drop": conf.drop, "increase": conf.increase, "road": road, "mprt": mprt,
         }));
     }
     bar.finish_and_clear();
@@ -171,10 +487,20 @@ fn run_eval(a: EvalArgs) -> Result<()> {
         hits.iter().filter(|&&h| h).count(),
         hits.len()
     );
+    let (drop, increase) = confidence_means(&rows);
+    println!("average drop {drop:.1} %, increase in confidence {increase:.1} %");
+    let road_gap = rows.iter().filter_map(|r| r["road"]["gap"].as_f64()).collect::<Vec<_>>();
+    if !road_gap.is_empty() {
+        println!("ROAD LeRF-MoRF {:.3}", road_gap.iter().sum::<f64>() / road_gap.len() as f64);
+    }
+    if a.mprt.is_some() {
+        print_mprt(&rows);
+    }
     if let Some(p) = &a.json {
         let v = serde_json::json!({
             "method": a.method, "model": dir.display().to_string(), "images": rows,
-            "mean": { "morf": mean("morf"), "lerf": mean("lerf"), "lerf_minus_morf": mean("lerf_minus_morf"), "random": mean("random") },
+            "mean": { "morf": mean("morf"), "lerf": mean("lerf"), "lerf_minus_morf": mean("lerf_minus_morf"), "random": mean("random"),
+                      "average_drop_percent": drop, "increase_in_confidence_percent": increase },
             "pointing": { "hits": hits.iter().filter(|&&h| h).count(), "of": hits.len() },
             "protocol": { "tile": settings.tile, "steps": settings.steps, "seed": a.seed },
         });
@@ -330,8 +656,8 @@ struct ExplainArgs {
     /// Model directory or Hugging Face id; default: the bundled EfficientNet-Lite0 (ImageNet).
     #[arg(long)]
     model: Option<String>,
-    /// Method: iba, gradcam, saliency, ig, occlusion (classifiers), m2ib (CLIP). Default: iba,
-    /// or m2ib for CLIP.
+    /// Method: iba, iba-readout, dual-ib, gradcam, saliency, ig, occlusion (classifiers), m2ib
+    /// (CLIP). Default: iba, or m2ib for CLIP.
     #[arg(long)]
     method: Option<String>,
     /// Class to explain (index); default: the predicted class.
@@ -361,6 +687,21 @@ struct ExplainArgs {
     /// IBA feature statistics (safetensors from `ibex stats`); default: the model's.
     #[arg(long)]
     stats: Option<PathBuf>,
+    /// A trained state: `ibex iba fit-readout` (iba-readout) or `ibex dual-ib fit` (dual-ib).
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Dual-IB: where α comes from, `readout` (the trained infer network, one pass) or
+    /// `per-sample` (IBA's optimisation; any --target).
+    #[arg(long)]
+    alpha: Option<String>,
+    /// Refuse images with more pixels than this (default: the library's ceiling, 2^28).
+    #[arg(long)]
+    max_pixels: Option<u64>,
+    /// Score this explanation: deletion / LeRF AUCs, ROAD, drop / increase in confidence and
+    /// the MPRT sanity check (5 stages) for a classifier; drop / increase for CLIP. Printed and
+    /// written into --json under "report".
+    #[arg(long)]
+    report: bool,
     /// Compute device: cpu, cuda, cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -493,6 +834,9 @@ fn run_explain(a: ExplainArgs) -> Result<()> {
     // relative to where the command runs (a relative path in ibex.json is relative to the model)
     let stats = a.stats.as_ref().map(|p| std::path::absolute(p).map_err(|e| Error::io(p, e))).transpose()?;
     set("statistics", stats.map(|p| p.display().to_string().into()));
+    set("state", a.state.as_ref().map(|p| p.display().to_string().into()));
+    set("max_pixels", a.max_pixels.map(Into::into));
+    set("alpha", a.alpha.clone().map(Into::into));
     let m = Method::create(&model, &method, &serde_json::Value::Object(opts))?;
     let cmap: Colormap = a.colormap.parse()?;
     if !(0.0..=1.0).contains(&a.opacity) {
@@ -510,17 +854,57 @@ fn run_explain(a: ExplainArgs) -> Result<()> {
     drop(control);
     bar.finish_and_clear();
     print_summary(&ex);
+    let report = if a.report { Some(explain_report(&m, &model, &image, &ex)?) } else { None };
     if let Some(path) = &a.overlay {
         write_png(&overlay_on_original(&image, &ex.maps[0].map, ex.source_region, cmap, a.opacity)?, path)?;
         println!("overlay: {}", path.display());
     }
     if let Some(path) = &a.json {
-        let text =
-            serde_json::to_string(&ex.report(Some(&dir.display().to_string()), true)).expect("report serialises");
+        let mut v = ex.report(Some(&dir.display().to_string()), true);
+        if let Some(r) = report {
+            v["report"] = r;
+        }
+        let text = serde_json::to_string(&v).expect("report serialises");
         std::fs::write(path, text).map_err(|e| Error::io(path, e))?;
         println!("json: {}", path.display());
     }
     Ok(())
+}
+
+/// `--report`: the metrics of one explanation, printed and returned as JSON.
+fn explain_report(m: &Method, model: &Model, image: &RgbImage, ex: &Explanation) -> Result<serde_json::Value> {
+    use ibex::explain::evaluation as ev;
+    match model {
+        Model::Classifier(b) => {
+            let input = ibex::explain::classifier::input(b, image)?;
+            let px = &input.pre.pixel_values;
+            let fa = ev::of_explanation(b, ex, px, &ibex::metrics::CurveSettings::default(), 0)?;
+            let road = ev::road_of(b, ex, px, &ibex::metrics::RoadSettings::default())?;
+            let conf = ev::confidence_of(b, ex, px)?;
+            let mprt = ev::mprt(m, b, image, ex, 5, 0)?;
+            println!("report:");
+            println!(
+                "  deletion (MoRF) AUC {:.3}, LeRF AUC {:.3}, LeRF-MoRF {:.3} (random order: {:.3})",
+                fa.morf, fa.lerf, fa.gap, fa.random
+            );
+            println!("  ROAD MoRF {:.3}, LeRF {:.3}, LeRF-MoRF {:.3}", road.morf_mean, road.lerf_mean, road.gap);
+            println!("  drop in confidence {:.1} %, increase {}", 100.0 * conf.drop, conf.increase);
+            for s in &mprt {
+                println!("  MPRT randomised down to {:<12} Spearman {:.3}", s.randomised_down_to, s.spearman);
+            }
+            Ok(serde_json::json!({ "faithfulness": fa, "road": road, "confidence": conf, "mprt": mprt }))
+        }
+        Model::Clip(b) => {
+            let mut out = Vec::new();
+            println!("report:");
+            for i in 0..ex.texts.len() {
+                let c = ev::clip_confidence(b, ex, image, i)?;
+                println!("  caption {i}: drop in confidence {:.1} %, increase {}", 100.0 * c.drop, c.increase);
+                out.push(c);
+            }
+            Ok(serde_json::json!({ "confidence": out }))
+        }
+    }
 }
 
 fn print_summary(ex: &Explanation) {
@@ -705,6 +1089,8 @@ fn main() {
         Command::Info(a) => run_info(a),
         Command::Stats(a) => run_stats(a),
         Command::Eval(a) => run_eval(a),
+        Command::Iba(IbaCommand::FitReadout(a)) => run_fit_readout(a),
+        Command::DualIb(DualIbCommand::Fit(a)) => run_fit_dual_ib(a),
     };
     if let Err(e) = r {
         eprintln!("ibex: error: {e}");

@@ -33,6 +33,39 @@ impl Adam {
         let denom = ((self.v.sqrt()? / bc2.sqrt())? + self.eps)?;
         Ok((param - ((&self.m / denom)? * step_size)?)?)
     }
+
+    /// Adds the moments and the step count to `map` as `{prefix}.adam_m`, `.adam_v`, `.adam_step`.
+    pub fn save_into(&self, prefix: &str, map: &mut std::collections::HashMap<String, Tensor>) -> Result<()> {
+        map.insert(format!("{prefix}.adam_m"), self.m.clone());
+        map.insert(format!("{prefix}.adam_v"), self.v.clone());
+        map.insert(format!("{prefix}.adam_step"), Tensor::new(&[self.step as i64], self.m.device())?);
+        Ok(())
+    }
+
+    /// Restores what [`Adam::save_into`] wrote, for a parameter shaped like `like`.
+    pub fn load_from(
+        &mut self,
+        prefix: &str,
+        map: &std::collections::HashMap<String, Tensor>,
+        like: &Tensor,
+    ) -> Result<()> {
+        let get = |k: &str| {
+            map.get(&format!("{prefix}.{k}")).ok_or_else(|| {
+                crate::error::Error::invalid(format!("no optimiser state '{prefix}.{k}' to resume from"))
+            })
+        };
+        let (m, v) = (get("adam_m")?, get("adam_v")?);
+        if m.dims() != like.dims() || v.dims() != like.dims() {
+            return Err(crate::error::Error::invalid(format!(
+                "optimiser state '{prefix}' is not shaped like its parameter"
+            )));
+        }
+        let step = get("adam_step")?.to_dtype(candle_core::DType::I64)?.flatten_all()?.to_vec1::<i64>()?;
+        self.step = step.first().copied().unwrap_or(0).clamp(0, i32::MAX as i64) as i32;
+        self.m = m.to_dtype(like.dtype())?.to_device(like.device())?;
+        self.v = v.to_dtype(like.dtype())?.to_device(like.device())?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -91,6 +91,31 @@ pub struct Mask<'a> {
     pub active: Option<&'a Tensor>,
 }
 
+impl Mask<'_> {
+    /// `λ` from `sigmoid(α)`.
+    fn lambda(&self, sig: &Tensor) -> Result<Tensor> {
+        match self.smoothing {
+            Some(s) => s.apply(sig),
+            None => Ok(sig.clone()),
+        }
+    }
+
+    /// The capacity at `λ`, zero for inactive features.
+    fn capacity(&self, h: &Tensor, lambda: &Tensor) -> Result<Tensor> {
+        let cap = capacity::capacity(h, lambda)?;
+        Ok(match self.active {
+            Some(a) => (cap * a)?,
+            None => cap,
+        })
+    }
+}
+
+/// The capacity (nats, shaped like `h`) of the bottleneck at a given `alpha`, with no
+/// optimisation: what an amortised method (a readout network predicting `α`) reports.
+pub fn capacity_at(h: &Tensor, alpha: &Tensor, mask: &Mask<'_>) -> Result<Tensor> {
+    mask.capacity(h, &mask.lambda(&candle_nn::ops::sigmoid(alpha)?)?)
+}
+
 /// Result of one bottleneck optimisation.
 pub struct Outcome {
     /// Capacity (shaped like `h`) in nats of the last forward pass.
@@ -160,15 +185,8 @@ fn evaluate(
     let numel = h.elem_count() as f64;
     let hb = h.unsqueeze(0)?;
     let sig = candle_nn::ops::sigmoid(alpha)?;
-    let lambda = match mask.smoothing {
-        Some(s) => s.apply(&sig)?,
-        None => sig.clone(),
-    };
-    let cap = capacity::capacity(h, &lambda)?;
-    let cap = match mask.active {
-        Some(a) => (cap * a)?,
-        None => cap,
-    };
+    let lambda = mask.lambda(&sig)?;
+    let cap = mask.capacity(h, &lambda)?;
     let compression = scalar(&cap.mean_all()?)?;
     let one_minus = lambda.affine(-1.0, 1.0)?;
     let mut fit_sum = 0f64;

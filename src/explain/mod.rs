@@ -3,7 +3,9 @@
 
 pub mod baselines;
 pub mod classifier;
+pub mod dual_ib;
 pub mod evaluation;
+pub mod fit;
 pub mod iba;
 pub mod m2ib;
 pub mod options;
@@ -13,6 +15,8 @@ pub use baselines::{
     Occlusion, OcclusionConfig, Saliency, SaliencyConfig,
 };
 pub use classifier::{ClassScore, Prediction};
+pub use dual_ib::{DualIb, DualIbConfig, DualIbExplainConfig};
+pub use iba::readout::IbaReadout;
 pub use iba::{Iba, IbaConfig, IbaExplanation};
 pub use m2ib::{M2ib, M2ibConfig, M2ibExplanation};
 
@@ -160,7 +164,7 @@ impl Explanation {
     }
 }
 
-fn map(name: &str, units: &str, map: Heatmap) -> NamedMap {
+pub(crate) fn map(name: &str, units: &str, map: Heatmap) -> NamedMap {
     NamedMap { name: name.into(), units: units.into(), text_index: None, map }
 }
 
@@ -218,12 +222,30 @@ fn collect<T: Into<Explanation>>(r: Result<Vec<T>>) -> Result<Vec<Explanation>> 
 }
 
 /// The methods `Method::create` knows, per model family.
-pub const METHODS: &str = "m2ib (clip); iba, gradcam, saliency, ig, occlusion (classifiers)";
+pub const METHODS: &str =
+    "m2ib, occlusion (clip); iba, iba-readout, dual-ib, gradcam, saliency, ig, occlusion (classifiers)";
 
-/// A configured method, ready to explain inputs of one model kind.
-pub enum Method {
+/// A configured method, ready to explain inputs of one model kind, with the largest input it
+/// accepts.
+pub struct Method {
+    pub kind: MethodKind,
+    /// Images with more pixels (width × height) than this are refused before any work (option
+    /// `max_pixels`; default and ceiling [`crate::imaging::MAX_PIXELS`]).
+    pub max_pixels: u64,
+}
+
+/// The smallest image side a method accepts: below it, upsampling to the model's input invents
+/// the content being explained.
+pub const MIN_SIDE: u32 = 16;
+
+/// The method itself.
+// one per explainer, created once: the size difference between variants costs nothing
+#[allow(clippy::large_enum_variant)]
+pub enum MethodKind {
     M2ib(M2ib),
     Iba(Iba),
+    IbaReadout(IbaReadout),
+    DualIb(DualIb),
     GradCam(GradCam),
     Saliency(Saliency),
     IntegratedGradients(IntegratedGradients),
@@ -234,29 +256,17 @@ impl Method {
     /// Creates method `name` for `model` with JSON `options` over the defaults (for M2IB:
     /// the paper's, then the model directory's recommendations).
     pub fn create(model: &Model, name: &str, options: &serde_json::Value) -> Result<Method> {
-        match (name.trim().to_ascii_lowercase().as_str(), model) {
-            ("m2ib", Model::Clip(b)) => Ok(Method::M2ib(M2ib::new(M2ibConfig::for_bundle(b)?.merged(options)?)?)),
-            ("iba", Model::Classifier(b)) => Ok(Method::Iba(Iba::new(b, IbaConfig::for_bundle(b)?.merged(options)?)?)),
-            ("gradcam" | "grad-cam", Model::Classifier(b)) => {
-                let cfg = options::merge(&GradCamConfig { layer: None }, options, "Grad-CAM", &[])?;
-                Ok(Method::GradCam(GradCam::new(b, cfg)?))
-            }
-            ("saliency", Model::Classifier(_)) => Ok(Method::Saliency(Saliency {
-                config: options::merge(&SaliencyConfig::default(), options, "saliency", &[])?,
-            })),
-            ("ig" | "integrated_gradients", Model::Classifier(_)) => Ok(Method::IntegratedGradients(
-                IntegratedGradients::new(options::merge(&IntegratedGradientsConfig::default(), options, "IG", &[])?)?,
-            )),
-            ("occlusion", Model::Classifier(_)) => Ok(Method::Occlusion(Occlusion::new(options::merge(
-                &OcclusionConfig::default(),
-                options,
-                "occlusion",
-                &[],
-            )?)?)),
-            (other, m) => {
-                Err(Error::Unsupported(format!("method '{other}' for a {} model (available: {METHODS})", m.kind())))
-            }
-        }
+        let ceiling = crate::imaging::MAX_PIXELS;
+        let mut options = options.clone();
+        let max_pixels = match options.as_object_mut().and_then(|o| o.remove("max_pixels")) {
+            None => ceiling,
+            Some(v) => match v.as_u64() {
+                Some(n) if (1..=ceiling).contains(&n) => n,
+                _ => return Err(Error::invalid(format!("max_pixels must be an integer in 1..={ceiling}, got {v}"))),
+            },
+        };
+        let kind = MethodKind::create(model, name, &options)?;
+        Ok(Method { kind, max_pixels })
     }
 
     /// Explains `image` for `target`.
@@ -278,20 +288,101 @@ impl Method {
         target: &Target,
         control: &mut RunControl<'_>,
     ) -> Result<Vec<Explanation>> {
+        for (i, im) in images.iter().enumerate() {
+            if im.width.min(im.height) < MIN_SIDE {
+                return Err(Error::invalid(format!(
+                    "image {i} is {}x{}: too small to explain (each side must be at least {MIN_SIDE} pixels)",
+                    im.width, im.height
+                )));
+            }
+            let px = u64::from(im.width) * u64::from(im.height);
+            if px > self.max_pixels {
+                return Err(Error::invalid(format!(
+                    "image {i} is {}x{} = {px} pixels, over this explainer's limit of {} (option max_pixels)",
+                    im.width, im.height, self.max_pixels
+                )));
+            }
+        }
+        self.kind.explain_batch(model, images, target, control)
+    }
+}
+
+impl MethodKind {
+    fn create(model: &Model, name: &str, options: &serde_json::Value) -> Result<MethodKind> {
+        match (name.trim().to_ascii_lowercase().as_str(), model) {
+            ("m2ib", Model::Clip(b)) => Ok(MethodKind::M2ib(M2ib::new(M2ibConfig::for_bundle(b)?.merged(options)?)?)),
+            ("iba", Model::Classifier(b)) => {
+                Ok(MethodKind::Iba(Iba::new(b, IbaConfig::for_bundle(b)?.merged(options)?)?))
+            }
+            ("iba-readout" | "iba_readout", Model::Classifier(b)) => {
+                #[derive(serde::Serialize, serde::Deserialize)]
+                struct Opts {
+                    state: Option<std::path::PathBuf>,
+                }
+                let o = options::merge(&Opts { state: None }, options, "IBA readout", &[])?;
+                let path = o.state.ok_or_else(|| {
+                    Error::invalid("the IBA readout needs a trained state: set 'state' to a file written by `ibex iba fit-readout`")
+                })?;
+                Ok(MethodKind::IbaReadout(IbaReadout::load(&b.network, &path, &b.device)?))
+            }
+            ("dual-ib" | "dual_ib" | "dualib", Model::Classifier(b)) => {
+                let cfg = options::merge(&DualIbExplainConfig::default(), options, "Dual-IB", &[])?;
+                Ok(MethodKind::DualIb(DualIb::new(&b.network, cfg, &b.device)?))
+            }
+            ("gradcam" | "grad-cam", Model::Classifier(b)) => {
+                let cfg = options::merge(&GradCamConfig { layer: None }, options, "Grad-CAM", &[])?;
+                Ok(MethodKind::GradCam(GradCam::new(b, cfg)?))
+            }
+            ("saliency", Model::Classifier(_)) => Ok(MethodKind::Saliency(Saliency {
+                config: options::merge(&SaliencyConfig::default(), options, "saliency", &[])?,
+            })),
+            ("ig" | "integrated_gradients", Model::Classifier(_)) => Ok(MethodKind::IntegratedGradients(
+                IntegratedGradients::new(options::merge(&IntegratedGradientsConfig::default(), options, "IG", &[])?)?,
+            )),
+            ("occlusion", _) => Ok(MethodKind::Occlusion(Occlusion::new(options::merge(
+                &OcclusionConfig::default(),
+                options,
+                "occlusion",
+                &[],
+            )?)?)),
+            (other, m) => {
+                Err(Error::Unsupported(format!("method '{other}' for a {} model (available: {METHODS})", m.kind())))
+            }
+        }
+    }
+
+    fn explain_batch(
+        &self,
+        model: &Model,
+        images: &[RgbImage],
+        target: &Target,
+        control: &mut RunControl<'_>,
+    ) -> Result<Vec<Explanation>> {
         let t = target.class_index;
         match (self, model) {
-            (Method::M2ib(m), Model::Clip(b)) => {
+            (MethodKind::M2ib(m), Model::Clip(b)) => {
                 if target.texts.is_empty() {
                     return Err(Error::invalid("M2IB needs a caption: set the target's text"));
                 }
                 let caps: Vec<&str> = target.texts.iter().map(String::as_str).collect();
                 Ok(m.explain_batch(b, images, &caps, control)?.into_iter().map(Explanation::from).collect())
             }
-            (Method::Iba(m), Model::Classifier(b)) => collect(m.explain_batch(b, images, t, control)),
-            (Method::GradCam(m), Model::Classifier(b)) => collect(m.explain_batch(b, images, t, control)),
-            (Method::Saliency(m), Model::Classifier(b)) => collect(m.explain_batch(b, images, t, control)),
-            (Method::IntegratedGradients(m), Model::Classifier(b)) => collect(m.explain_batch(b, images, t, control)),
-            (Method::Occlusion(m), Model::Classifier(b)) => collect(m.explain_batch(b, images, t, control)),
+            (MethodKind::Iba(m), Model::Classifier(b)) => collect(m.explain_batch(b, images, t, control)),
+            (MethodKind::IbaReadout(m), Model::Classifier(b)) => m.explain_batch(b, images, t, control),
+            (MethodKind::DualIb(m), Model::Classifier(b)) => m.explain_batch(b, images, t, control),
+            (MethodKind::GradCam(m), Model::Classifier(b)) => collect(m.explain_batch(b, images, t, control)),
+            (MethodKind::Saliency(m), Model::Classifier(b)) => collect(m.explain_batch(b, images, t, control)),
+            (MethodKind::IntegratedGradients(m), Model::Classifier(b)) => {
+                collect(m.explain_batch(b, images, t, control))
+            }
+            (MethodKind::Occlusion(m), Model::Classifier(b)) => collect(m.explain_batch(b, images, t, control)),
+            (MethodKind::Occlusion(m), Model::Clip(b)) => {
+                if target.texts.is_empty() {
+                    return Err(Error::invalid("occlusion on CLIP needs a caption: set the target's text"));
+                }
+                let caps: Vec<&str> = target.texts.iter().map(String::as_str).collect();
+                m.explain_clip(b, images, &caps, control)
+            }
             _ => Err(Error::invalid("this explainer was created for another kind of model")),
         }
     }

@@ -68,13 +68,17 @@ pub unsafe extern "C" fn ibex_model_free(model: *mut ibex_model) {
     })
 }
 
-/// Creates an explainer for `method` on `model`: `"m2ib"` (CLIP); `"iba"`, `"gradcam"`,
-/// `"saliency"`, `"ig"` or `"occlusion"` (classifiers). Options override the method's defaults — M2IB: `beta`, `steps`, `lr`,
-/// `samples`, `samples_per_pass`, `seed`, `layer`, `vision_layer`, `text_layer`, `alpha_init`;
-/// IBA: `layer` (a tap such as `"blocks.10"`), `statistics` (file), `beta`, `steps`, `lr`,
-/// `samples`, `samples_per_pass`, `seed`, `sigma`, `min_std`, `active_threshold`,
-/// `alpha_init`; Grad-CAM: `layer`; IG: `steps`, `baseline`, `batch`; occlusion: `window`,
-/// `stride`, `fill`, `batch`. Unknown keys are errors.
+/// Creates an explainer for `method` on `model`: `"m2ib"` or `"occlusion"` (CLIP, with the
+/// target's text); `"iba"`, `"iba-readout"`, `"dual-ib"`, `"gradcam"`, `"saliency"`, `"ig"` or
+/// `"occlusion"` (classifiers). Options override the method's defaults — every method:
+/// `max_pixels` (larger images are refused); M2IB: `beta`, `steps`, `lr`, `samples`,
+/// `samples_per_pass`, `seed`, `layer`, `vision_layer`, `text_layer`, `alpha_init`; IBA: `layer`
+/// (a tap such as `"blocks.10"`), `statistics` (file), `beta`, `steps`, `lr`, `samples`,
+/// `samples_per_pass`, `seed`, `sigma`, `min_std`, `active_threshold`, `alpha_init`; IBA
+/// readout: `state` (file from `ibex iba fit-readout`); Dual-IB: `state` (file from `ibex
+/// dual-ib fit`), `alpha` (`"readout"` or `"per-sample"`), `seed`; Grad-CAM: `layer`; IG:
+/// `steps`, `baseline`, `batch`; occlusion: `window`, `stride`, `fill`, `fill_rgb`, `batch`.
+/// Unknown keys are errors; a state trained for another model is refused.
 ///
 /// # Safety
 /// `model` valid; `method` NUL-terminated; `options` NULL or valid; `out` valid.

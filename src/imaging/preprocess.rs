@@ -240,6 +240,16 @@ impl ClipPreprocessor {
         }
     }
 
+    /// The normalised model-input value of the raw pixel value `v` (0..=255) in each channel.
+    pub fn normalise_value(&self, v: [f32; 3]) -> [f32; 3] {
+        let mut out = [0f32; 3];
+        for c in 0..3 {
+            let x = if self.do_rescale { v[c] * self.rescale_factor } else { v[c] };
+            out[c] = if self.do_normalize { (x - self.mean[c]) / self.std[c] } else { x };
+        }
+        out
+    }
+
     /// Resizes, crops, rescales and normalises `img` (see the module docs).
     ///
     /// # Errors

@@ -37,12 +37,25 @@
 //! box. Boxes are `[x0, y0, x1, y1]` in input pixels, half-open (`x0 <= x < x1`,
 //! `y0 <= y < y1`). The energy measure ([`energy_in_boxes`]) is the fraction of the map's
 //! positive mass inside the union of the boxes.
+//!
+//! # ROAD — [`road`]; drop / increase in confidence — [`confidence`]
+//!
+//! ROAD (Rong et al. 2022) removes pixels in the map's order but fills them by noisy linear
+//! imputation, so the shape of the removed set does not leak into the model. Average drop and
+//! increase in confidence (Chattopadhay et al. 2018; reported by M2IB) weight the whole input by
+//! the map. MPRT (the model-randomisation sanity check) needs the model itself and lives in
+//! `explain::evaluation`.
 
+pub mod confidence;
+pub mod correlation;
 pub mod localisation;
 pub mod perturbation;
+pub mod road;
 
+pub use confidence::{confidence, masked_input, Confidence};
 pub use localisation::{energy_in_boxes, pointing_hit};
 pub use perturbation::{
     auc, perturbation_curve, perturbation_curve_with_order, random_order, tile_order, tile_scores, tiles_removed,
     Curve, CurveSettings, Order, ScoreFn,
 };
+pub use road::{road, Road, RoadSettings};

@@ -3,6 +3,7 @@
 
 pub mod clip;
 pub mod cnn;
+pub mod mlp;
 pub mod transformer;
 pub mod weights;
 

@@ -1,5 +1,5 @@
 //! Shared helpers for the integration tests: fixture paths, loading references, statistics.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
@@ -47,44 +47,7 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
-pub fn pearson(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let n = a.len() as f64;
-    let ma = a.iter().map(|&x| x as f64).sum::<f64>() / n;
-    let mb = b.iter().map(|&x| x as f64).sum::<f64>() / n;
-    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
-    for (&x, &y) in a.iter().zip(b) {
-        let (dx, dy) = (x as f64 - ma, y as f64 - mb);
-        sab += dx * dy;
-        saa += dx * dx;
-        sbb += dy * dy;
-    }
-    sab / (saa * sbb).sqrt()
-}
-
-/// Average ranks (ties share the mean rank), as scipy's `rankdata`.
-fn ranks(a: &[f32]) -> Vec<f32> {
-    let mut idx: Vec<usize> = (0..a.len()).collect();
-    idx.sort_by(|&i, &j| a[i].partial_cmp(&a[j]).unwrap());
-    let mut r = vec![0f32; a.len()];
-    let mut i = 0;
-    while i < idx.len() {
-        let mut j = i;
-        while j + 1 < idx.len() && a[idx[j + 1]] == a[idx[i]] {
-            j += 1;
-        }
-        let avg = (i + j) as f32 / 2.0 + 1.0;
-        for k in i..=j {
-            r[idx[k]] = avg;
-        }
-        i = j + 1;
-    }
-    r
-}
-
-pub fn spearman(a: &[f32], b: &[f32]) -> f64 {
-    pearson(&ranks(a), &ranks(b))
-}
+pub use ibex::metrics::correlation::{pearson, spearman};
 
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());

@@ -15,6 +15,7 @@
 //! `to_saliency_map` (scikit-image bilinear with mirrored borders; see
 //! [`Heatmap::resize_bilinear_mirror`]). The defaults are the paper's and the official code's.
 
+pub mod readout;
 pub mod stats;
 
 use super::classifier::{self, log_prob_and_grad, Prediction};
@@ -115,11 +116,11 @@ pub struct IbaExplanation {
 }
 
 /// `log softmax(logits(z))[target]` through the network's suffix, in standardised units.
-struct TargetLogProb<'a> {
-    net: &'a Network,
-    tap: &'a str,
-    target: usize,
-    stats: &'a FeatureStats,
+pub(crate) struct TargetLogProb<'a> {
+    pub net: &'a Network,
+    pub tap: &'a str,
+    pub target: usize,
+    pub stats: &'a FeatureStats,
 }
 
 impl Objective for TargetLogProb<'_> {
@@ -164,8 +165,14 @@ impl Iba {
         let path = if path.is_relative() { bundle.dir.join(path) } else { path };
         let stats = FeatureStats::load(&path, config.min_std, config.active_threshold, &bundle.device)?;
         let mut config = config;
-        config.layer = Some(layer.clone());
         config.statistics = Some(path);
+        Iba::with_stats(config, layer, stats)
+    }
+
+    /// IBA at tap `layer` with a prior already at hand (Dual-IB's per-sample mode).
+    pub fn with_stats(mut config: IbaConfig, layer: String, stats: FeatureStats) -> Result<Self> {
+        config.bottleneck.validate()?;
+        config.layer = Some(layer.clone());
         Ok(Iba { config, layer, stats })
     }
 
@@ -193,7 +200,7 @@ impl Iba {
                 x.dims()
             )));
         }
-        let r = x.broadcast_sub(&self.stats.mean)?.broadcast_div(&self.stats.std)?.broadcast_mul(&self.stats.active)?;
+        let r = self.stats.standardise(&x)?;
         let (_, h, w) = r.dims3()?;
         let smoothing = if self.config.sigma > 0.0 {
             Some(Smoothing::new(self.config.sigma, h, w, r.dtype(), r.device())?)
@@ -255,4 +262,28 @@ pub fn saliency_map(capacity: &Tensor, width: u32, height: u32) -> Result<(Heatm
     let grid = Heatmap::new(w as u32, h as u32, bits.clone())?;
     let per_pixel = Heatmap::new(w as u32, h as u32, bits.iter().map(|&b| (b as f64 * scale) as f32).collect())?;
     Ok((per_pixel.resize_bilinear_mirror(width, height), grid, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The saliency is per input pixel: summed over the resized map it gives back the total
+    /// bits of the capacity grid (the resize only spreads them), for the 14×14 → 224×224 of
+    /// EfficientNet-Lite0 at `blocks.10` and for a non-integer factor.
+    #[test]
+    fn resizing_preserves_total_bits() {
+        let dev = candle_core::Device::Cpu;
+        for (h, w, oh, ow) in [(14usize, 14usize, 224u32, 224u32), (7, 9, 100, 130)] {
+            let cap = Tensor::rand(0f32, 3.0, (5, h, w), &dev).unwrap();
+            let (per_pixel, grid, total) = saliency_map(&cap, ow, oh).unwrap();
+            let summed: f64 = per_pixel.data.iter().map(|&v| v as f64).sum();
+            let nats: f64 =
+                cap.to_dtype(candle_core::DType::F64).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
+            let bits = nats / std::f64::consts::LN_2;
+            assert!((total as f64 - bits).abs() < 1e-3 * bits, "total {total} vs {bits}");
+            assert!((grid.sum() as f64 - bits).abs() < 1e-3 * bits);
+            assert!((summed - bits).abs() < 0.01 * bits, "{h}x{w} -> {ow}x{oh}: resized sum {summed} vs {bits} bits");
+        }
+    }
 }

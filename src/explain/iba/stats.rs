@@ -16,6 +16,7 @@ use candle_core::{DType, Device, Tensor};
 use std::path::Path;
 
 /// The prior of one tap: mean and std (clamped at `min_std`) and the active mask, `[C, H, W]`.
+#[derive(Clone)]
 pub struct FeatureStats {
     pub mean: Tensor,
     pub std: Tensor,
@@ -34,6 +35,18 @@ impl FeatureStats {
         }
         let map = candle_core::safetensors::load(path, &Device::Cpu)
             .map_err(|e| Error::format(path, format!("not a readable safetensors file ({e})")))?;
+        Self::from_map(&map, path, min_std, active_threshold, device)
+    }
+
+    /// The statistics in a loaded tensor map (a statistics file, or a readout / Dual-IB state
+    /// that carries its prior); `path` names the file in errors.
+    pub fn from_map(
+        map: &std::collections::HashMap<String, Tensor>,
+        path: &Path,
+        min_std: f64,
+        active_threshold: f64,
+        device: &Device,
+    ) -> Result<Self> {
         let get = |k: &str| map.get(k).map(|t| t.to_dtype(DType::F32));
         let mean = get("feature_mean").ok_or_else(|| Error::format(path, "no 'feature_mean' tensor"))??;
         let std = match get("feature_std_unclamped").or_else(|| get("feature_std")) {
@@ -77,6 +90,18 @@ impl FeatureStats {
     /// `[C, H, W]`.
     pub fn dims(&self) -> &[usize] {
         self.mean.dims()
+    }
+
+    /// Features `x [C, H, W]` in standardised units, `(x − μ)/σ`, zero where inactive.
+    pub fn standardise(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.broadcast_sub(&self.mean)?.broadcast_div(&self.std)?.broadcast_mul(&self.active)?)
+    }
+
+    /// Adds `feature_mean`, `feature_std`, `active_mask` to `map` (what [`FeatureStats::from_map`] reads).
+    pub fn save_into(&self, map: &mut std::collections::HashMap<String, Tensor>) {
+        map.insert("feature_mean".into(), self.mean.clone());
+        map.insert("feature_std".into(), self.std.clone());
+        map.insert("active_mask".into(), self.active.clone());
     }
 }
 
@@ -130,6 +155,21 @@ impl Welford {
     pub fn std(&self) -> Vec<f64> {
         let d = (self.n.max(2) - 1) as f64;
         self.m2.iter().map(|m| (m / d).sqrt()).collect()
+    }
+
+    /// The prior these statistics give (std clamped at `min_std`, features non-zero in more than
+    /// `active_threshold` of the samples active).
+    pub fn stats(&self, min_std: f64, active_threshold: f64, device: &Device) -> Result<FeatureStats> {
+        if self.n < 2 {
+            return Err(Error::invalid("statistics need at least 2 samples"));
+        }
+        let n = self.n as f64;
+        let f = |v: Vec<f32>| -> Result<Tensor> { Ok(Tensor::from_vec(v, self.dims.as_slice(), device)?) };
+        Ok(FeatureStats {
+            mean: f(self.mean.iter().map(|&m| m as f32).collect())?,
+            std: f(self.std().iter().map(|&s| s.max(min_std) as f32).collect())?,
+            active: f(self.nonzero.iter().map(|&c| if c as f64 / n > active_threshold { 1.0 } else { 0.0 }).collect())?,
+        })
     }
 
     /// Writes the statistics with the keys [`FeatureStats::load`] reads (and the official

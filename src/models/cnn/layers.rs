@@ -25,6 +25,33 @@ pub trait Layer: Send + Sync {
     fn forward_tape(&self, x: &Tensor) -> Result<(Tensor, Tape)>;
     /// `∂loss/∂x` from `∂loss/∂y`.
     fn backward(&self, tape: &Tape, dy: &Tensor) -> Result<Tensor>;
+    /// A copy whose learned weights (convolutions, linear layers) are redrawn at random, for
+    /// the model-randomisation sanity check (MPRT); normalisations and scales are kept.
+    fn randomised(&self, rng: &mut Randomiser) -> Result<Box<dyn Layer>>;
+}
+
+/// Redraws weights for [`Layer::randomised`]: each tensor from a normal distribution with its
+/// own mean and standard deviation (so activations keep their scale), reproducibly from a seed.
+pub struct Randomiser(rand_chacha::ChaCha8Rng);
+
+impl Randomiser {
+    pub fn new(seed: u64) -> Self {
+        use rand::SeedableRng;
+        Randomiser(rand_chacha::ChaCha8Rng::seed_from_u64(seed))
+    }
+
+    /// A tensor shaped like `t` drawn from N(mean(t), std(t)²).
+    pub fn redraw(&mut self, t: &Tensor) -> Result<Tensor> {
+        use rand_distr::{Distribution, StandardNormal};
+        let v = t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        let n = v.len().max(1) as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        let std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
+        let out: Vec<f32> = (0..v.len())
+            .map(|_| (mean + std * <StandardNormal as Distribution<f64>>::sample(&StandardNormal, &mut self.0)) as f32)
+            .collect();
+        Ok(Tensor::from_vec(out, t.dims(), t.device())?.to_dtype(t.dtype())?)
+    }
 }
 
 /// How a convolution pads its input.
@@ -138,6 +165,16 @@ impl Conv2d {
 }
 
 impl Layer for Conv2d {
+    fn randomised(&self, rng: &mut Randomiser) -> Result<Box<dyn Layer>> {
+        Ok(Box::new(Conv2d {
+            weight: rng.redraw(&self.weight)?,
+            bias: self.bias.as_ref().map(|b| rng.redraw(b)).transpose()?,
+            stride: self.stride,
+            padding: self.padding,
+            groups: self.groups,
+        }))
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
         let cin = self.weight.dim(1)? * self.groups;
@@ -212,6 +249,10 @@ pub enum Activation {
 }
 
 impl Layer for Activation {
+    fn randomised(&self, _: &mut Randomiser) -> Result<Box<dyn Layer>> {
+        Ok(Box::new(*self))
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
             Activation::Relu => x.relu()?,
@@ -247,7 +288,17 @@ impl Layer for Activation {
 /// Layers applied in order.
 pub struct Sequence(pub Vec<Box<dyn Layer>>);
 
+impl Sequence {
+    fn randomised_seq(&self, rng: &mut Randomiser) -> Result<Sequence> {
+        Ok(Sequence(self.0.iter().map(|l| l.randomised(rng)).collect::<Result<_>>()?))
+    }
+}
+
 impl Layer for Sequence {
+    fn randomised(&self, rng: &mut Randomiser) -> Result<Box<dyn Layer>> {
+        Ok(Box::new(self.randomised_seq(rng)?))
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut h = x.clone();
         for l in &self.0 {
@@ -284,6 +335,14 @@ pub struct Residual {
 }
 
 impl Layer for Residual {
+    fn randomised(&self, rng: &mut Randomiser) -> Result<Box<dyn Layer>> {
+        Ok(Box::new(Residual {
+            body: self.body.randomised_seq(rng)?,
+            skip: self.skip.as_ref().map(|s| s.randomised_seq(rng)).transpose()?,
+            post: self.post,
+        }))
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let s = match &self.skip {
             Some(s) => s.forward(x)?,
@@ -378,6 +437,10 @@ impl MaxPool2d {
 }
 
 impl Layer for MaxPool2d {
+    fn randomised(&self, _: &mut Randomiser) -> Result<Box<dyn Layer>> {
+        Ok(Box::new(MaxPool2d { kernel: self.kernel, stride: self.stride, padding: self.padding }))
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(self.run(x)?.0)
     }
@@ -442,6 +505,10 @@ impl LayerNorm2d {
 }
 
 impl Layer for LayerNorm2d {
+    fn randomised(&self, _: &mut Randomiser) -> Result<Box<dyn Layer>> {
+        Ok(Box::new(LayerNorm2d { weight: self.weight.clone(), bias: self.bias.clone(), eps: self.eps }))
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(self.forward_tape(x)?.0)
     }
@@ -468,6 +535,10 @@ impl Layer for LayerNorm2d {
 pub struct Scale(pub Tensor);
 
 impl Layer for Scale {
+    fn randomised(&self, _: &mut Randomiser) -> Result<Box<dyn Layer>> {
+        Ok(Box::new(Scale(self.0.clone())))
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(x.broadcast_mul(&self.0)?)
     }
@@ -485,6 +556,10 @@ impl Layer for Scale {
 pub struct GlobalAvgPool;
 
 impl Layer for GlobalAvgPool {
+    fn randomised(&self, _: &mut Randomiser) -> Result<Box<dyn Layer>> {
+        Ok(Box::new(GlobalAvgPool))
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(x.mean(D::Minus1)?.mean(D::Minus1)?)
     }
@@ -518,6 +593,13 @@ impl Linear {
 }
 
 impl Layer for Linear {
+    fn randomised(&self, rng: &mut Randomiser) -> Result<Box<dyn Layer>> {
+        Ok(Box::new(Linear {
+            weight: rng.redraw(&self.weight)?,
+            bias: self.bias.as_ref().map(|b| rng.redraw(b)).transpose()?,
+        }))
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = x.matmul(&self.weight.t()?)?;
         Ok(match &self.bias {

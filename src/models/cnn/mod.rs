@@ -199,6 +199,20 @@ impl ClassifierBundle {
         })
     }
 
+    /// The same model with another network (labels, preprocessing and settings shared): the
+    /// randomised copies of the MPRT sanity check.
+    pub fn with_network(&self, network: Network) -> ClassifierBundle {
+        ClassifierBundle {
+            architecture: self.architecture,
+            network,
+            labels: self.labels.clone(),
+            preprocessor: self.preprocessor.clone(),
+            recommended: self.recommended.clone(),
+            dir: self.dir.clone(),
+            device: self.device.clone(),
+        }
+    }
+
     /// The settings `ibex.json` recommends for `method` (JSON null if none).
     pub fn recommended_for(&self, method: &str) -> serde_json::Value {
         self.recommended.get(method).cloned().unwrap_or(serde_json::Value::Null)

@@ -6,13 +6,14 @@
 //! `head`, `pooled`); `input` names the network input itself, so `forward_from("input", x)` is
 //! the whole network and the backward from it gives the gradient with respect to the pixels.
 
-use super::layers::{Layer, Tape};
+use super::layers::{Layer, Randomiser, Tape};
 use crate::error::{Error, Result};
 use candle_core::Tensor;
+use std::sync::Arc;
 
 /// A classifier made of named stages; the last stage produces the logits `[N, classes]`.
 pub struct Network {
-    stages: Vec<(String, Box<dyn Layer>)>,
+    stages: Vec<(String, Arc<dyn Layer>)>,
     /// Number of classes (the width of the logits).
     pub num_classes: usize,
 }
@@ -29,7 +30,28 @@ impl Network {
         if num_classes == 0 || stages.is_empty() {
             return Err(Error::invalid("a classifier needs at least one stage and one class"));
         }
-        Ok(Network { stages, num_classes })
+        Ok(Network { stages: stages.into_iter().map(|(n, l)| (n, Arc::from(l))).collect(), num_classes })
+    }
+
+    /// A copy whose last `k` stages have random weights (see [`Layer::randomised`]); the
+    /// other stages are shared. Cascading model randomisation (MPRT) takes `k = 1, 2, …`.
+    pub fn with_top_randomised(&self, k: usize, seed: u64) -> Result<Network> {
+        let n = self.stages.len();
+        if k > n {
+            return Err(Error::invalid(format!("cannot randomise {k} of {n} stages")));
+        }
+        let mut rng = Randomiser::new(seed);
+        let mut stages = self.stages.clone();
+        // from the top down, so that one seed gives the same top layers for every k
+        for (_, l) in stages[n - k..].iter_mut().rev() {
+            *l = Arc::from(l.randomised(&mut rng)?);
+        }
+        Ok(Network { stages, num_classes: self.num_classes })
+    }
+
+    /// The stage names from the top (the logits) down, as MPRT randomises them.
+    pub fn stages_top_down(&self) -> Vec<&str> {
+        self.stages.iter().rev().map(|(n, _)| n.as_str()).collect()
     }
 
     /// The tap names, in order (`input` first).
@@ -102,6 +124,31 @@ impl Network {
             g = l.backward(t, &g)?;
         }
         Ok(g)
+    }
+
+    /// The outputs of `taps` (any order, `input` and the logits stage allowed) from one pass
+    /// that stops at the last of them, with the logits if that pass reached them.
+    pub fn forward_taps(&self, x: &Tensor, taps: &[&str]) -> Result<Vec<Tensor>> {
+        let ends: Vec<usize> = taps.iter().map(|t| self.after(t)).collect::<Result<_>>()?;
+        let last = ends.iter().copied().max().unwrap_or(0);
+        let mut outs = vec![None; taps.len()];
+        let mut h = x.clone();
+        for i in 0..=last {
+            if i > 0 {
+                h = self.stages[i - 1].1.forward(&h)?;
+            }
+            for (o, &e) in outs.iter_mut().zip(&ends) {
+                if e == i {
+                    *o = Some(h.clone());
+                }
+            }
+        }
+        Ok(outs.into_iter().map(|o| o.expect("every tap is reached")).collect())
+    }
+
+    /// The name of the last stage (the logits).
+    pub fn logits_tap(&self) -> &str {
+        &self.stages.last().expect("at least one stage").0
     }
 
     /// The output of every stage, in order (parity checks, debugging).
