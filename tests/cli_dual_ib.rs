@@ -88,13 +88,7 @@ fn dual_ib_fit_explain_and_bad_states() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     // another model's state, a corrupt state, a missing one
-    let resnet = tmp.path().join("resnet");
-    std::fs::create_dir(&resnet).unwrap();
-    std::fs::copy(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/resnet/basic.pth"),
-        resnet.join("checkpoint.pth"),
-    )
-    .unwrap();
+    let resnet = resnet_model_dir(tmp.path(), "basic");
     let corrupt = tmp.path().join("corrupt.safetensors");
     std::fs::write(&corrupt, b"not a state").unwrap();
     for (model, st, want) in [

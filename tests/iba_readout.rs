@@ -63,13 +63,7 @@ fn readout_maps_beat_random_on_held_out_photos() {
     assert!(gaps.iter().all(|(_, g)| *g > 0.0), "{gaps:?}");
 
     // another model's readout is refused with a clear message
-    let resnet = tmp.path().join("resnet");
-    std::fs::create_dir(&resnet).unwrap();
-    std::fs::copy(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/resnet/bottleneck.pth"),
-        resnet.join("checkpoint.pth"),
-    )
-    .unwrap();
+    let resnet = resnet_model_dir(tmp.path(), "bottleneck");
     let other = Command::new(env!("CARGO_BIN_EXE_ibex"))
         .args(["explain", "--method", "iba-readout", "--model"])
         .arg(&resnet)

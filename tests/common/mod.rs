@@ -59,6 +59,16 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// A model directory under `parent` holding only the small random-weight ResNet checkpoint
+/// `tests/data/resnet/{name}.pth` ("another model" for state and signature checks).
+pub fn resnet_model_dir(parent: &std::path::Path, name: &str) -> PathBuf {
+    let dir = parent.join(format!("resnet-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/data/resnet/{name}.pth"));
+    std::fs::copy(&src, dir.join("checkpoint.pth")).unwrap();
+    dir
+}
+
 /// The bundled EfficientNet-Lite0 model directory.
 pub fn efficientnet_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models").join("efficientnet-lite0")
