@@ -509,12 +509,12 @@ fn run_eval(a: EvalArgs) -> Result<()> {
     }
     if let Some(p) = &a.csv {
         let mut text = String::from(
-            "image,target_index,target_label,probability,morf,lerf,lerf_minus_morf,random,pointing_hit,energy_in_box\n",
+            "image,target_index,target_label,probability,morf,lerf,lerf_minus_morf,random,pointing_hit,energy_in_box,drop,increase,road_lerf_minus_morf\n",
         );
         for r in &rows {
             let opt = |v: &serde_json::Value| if v.is_null() { String::new() } else { v.to_string() };
             text.push_str(&format!(
-                "{},{},\"{}\",{},{},{},{},{},{},{}\n",
+                "{},{},\"{}\",{},{},{},{},{},{},{},{},{},{}\n",
                 r["image"].as_str().unwrap_or(""),
                 r["target"]["index"],
                 r["target"]["label"].as_str().unwrap_or("").replace('"', "'"),
@@ -524,7 +524,10 @@ fn run_eval(a: EvalArgs) -> Result<()> {
                 r["lerf_minus_morf"],
                 r["random"],
                 opt(&r["pointing_hit"]),
-                opt(&r["energy_in_box"])
+                opt(&r["energy_in_box"]),
+                r["drop"],
+                r["increase"],
+                opt(&r["road"]["gap"])
             ));
         }
         std::fs::write(p, text).map_err(|e| Error::io(p, e))?;

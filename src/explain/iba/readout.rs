@@ -291,6 +291,11 @@ impl Readout {
         Ok(Readout { layer: layer.into(), taps: taps.to_vec(), tap_stats, prior, mlp, sigma, smoothing })
     }
 
+    #[cfg(test)]
+    fn with_mlp(&self, mlp: Mlp) -> Readout {
+        Self::assemble(&self.layer, &self.taps, self.tap_stats.clone(), self.prior.clone(), mlp, self.sigma).unwrap()
+    }
+
     fn mask(&self) -> Mask<'_> {
         Mask { smoothing: self.smoothing.as_ref(), active: Some(&self.prior.active) }
     }
@@ -619,6 +624,66 @@ impl IbaReadout {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::cnn::layers::{Activation, Conv2d, GlobalAvgPool, Layer, Linear, Padding, Sequence};
+
+    fn tiny_network(dev: &Device) -> Network {
+        let conv = |cin: usize, cout: usize, seed: f64| Conv2d {
+            weight: Tensor::randn(0f32, 0.5, (cout, cin, 3, 3), dev).unwrap().affine(1.0, seed).unwrap(),
+            bias: Some(Tensor::randn(0f32, 0.1, cout, dev).unwrap()),
+            stride: 1,
+            padding: Padding::Fixed(1),
+            groups: 1,
+        };
+        let stages: Vec<(String, Box<dyn Layer>)> = vec![
+            ("c1".into(), Box::new(Sequence(vec![Box::new(conv(3, 4, 0.0)), Box::new(Activation::Relu)]))),
+            ("c2".into(), Box::new(Sequence(vec![Box::new(conv(4, 5, 0.01)), Box::new(Activation::Gelu)]))),
+            ("pooled".into(), Box::new(GlobalAvgPool)),
+            (
+                "logits".into(),
+                Box::new(Linear {
+                    weight: Tensor::randn(0f32, 1.0, (3, 5), dev).unwrap(),
+                    bias: Some(Tensor::zeros(3, DType::F32, dev).unwrap()),
+                }),
+            ),
+        ];
+        Network::new(stages, 3).unwrap()
+    }
+
+    /// The readout's weight gradients (through the bound, the smoothing, the bottleneck and the
+    /// network's suffix, with a feature-map tap and a shared vector tap) match central
+    /// differences of its loss at fixed noise.
+    #[test]
+    fn readout_gradients_match_finite_differences() {
+        let dev = Device::Cpu;
+        let net = tiny_network(&dev);
+        let inputs: Vec<Tensor> = (0..3).map(|_| Tensor::randn(0f32, 1.0, (1, 3, 6, 6), &dev).unwrap()).collect();
+        let views = Views::fixed(&inputs);
+        let config = ReadoutConfig { samples: 3, ..ReadoutConfig::default() };
+        let taps = vec!["c1".to_string(), "logits".to_string()];
+        let mut r = Readout::init(&net, "c1", &taps, None, &config, &views).unwrap();
+        // a last layer with real weights, so that α varies and the bound is exercised
+        let last = r.mlp.layers.last_mut().unwrap();
+        last.weight = (&last.weight * 3000.0).unwrap();
+        let loss = |r: &Readout| {
+            let mut noise = SeededNoise::new(7, 1);
+            r.loss_and_grads(&net, &inputs[1], 0.3, 3, &mut noise).unwrap()
+        };
+        let (_, grads) = loss(&r);
+        let e = 1e-2f32;
+        for (li, k) in [(0usize, 3usize), (1, 5), (2, 2), (2, 7)] {
+            let bump = |d: f32| {
+                let mut mlp = r.mlp.clone();
+                let w = &mut mlp.layers[li].weight;
+                let mut v = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                v[k] += d;
+                *w = Tensor::from_vec(v, w.dims(), &dev).unwrap();
+                loss(&r.with_mlp(mlp)).0.loss as f64
+            };
+            let fd = (bump(e) - bump(-e)) / (2.0 * e as f64);
+            let g = grads.0[li].0.flatten_all().unwrap().to_vec1::<f32>().unwrap()[k] as f64;
+            assert!((fd - g).abs() <= 0.02 * fd.abs().max(g.abs()) + 1e-3, "layer {li} weight {k}: fd {fd} vs {g}");
+        }
+    }
 
     #[test]
     fn align_corners_interpolation_keeps_the_corners_and_constants() {
