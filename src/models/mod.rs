@@ -4,6 +4,7 @@
 pub mod clip;
 pub mod cnn;
 pub mod mlp;
+pub mod pipnet;
 pub mod transformer;
 pub mod weights;
 

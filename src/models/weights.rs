@@ -142,6 +142,17 @@ impl Weights {
 }
 
 impl Weights {
+    /// The tensors under `prefix` (e.g. `_net.`), with the prefix removed: a sub-module's
+    /// weights, as the loaders of its parts expect them.
+    pub fn scoped(&self, prefix: &str) -> Weights {
+        let tensors = self
+            .tensors
+            .iter()
+            .filter_map(|(n, t)| n.strip_prefix(prefix).map(|rest| (rest.to_string(), t.clone())))
+            .collect();
+        Weights { path: self.path.clone(), tensors }
+    }
+
     /// Writes all tensors to a safetensors file (test models, converted checkpoints).
     pub fn save(&self, path: &Path) -> Result<()> {
         candle_core::safetensors::save(&self.tensors, path)

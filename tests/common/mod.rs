@@ -38,8 +38,12 @@ pub fn ids(t: &Tensor) -> Vec<u32> {
 }
 
 pub fn json(rel: &str) -> serde_json::Value {
-    let p = clip_dir().join(rel);
-    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
+    json_at(&clip_dir().join(rel))
+}
+
+/// A JSON file, parsed.
+pub fn json_at(p: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
 }
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {

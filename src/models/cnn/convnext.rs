@@ -60,8 +60,11 @@ fn block(w: &Weights, p: &str, c: usize) -> Result<Residual> {
     Ok(Residual { body, skip: None, post: None })
 }
 
-/// Builds the network from a torchvision ConvNeXt state dict.
-pub fn build(w: &Weights) -> Result<Network> {
+/// The feature stages `features.0` … `features.7` and the final width. With
+/// `stride_threshold` (PIP-Net's rule), every stride-2 downsampling convolution whose input has
+/// more channels than the threshold runs at stride 1 (still unpadded, so a 2×2 kernel shrinks
+/// the map by one).
+pub fn features(w: &Weights, stride_threshold: Option<usize>) -> Result<(Vec<(String, Box<dyn Layer>)>, usize)> {
     let mut stages: Vec<(String, Box<dyn Layer>)> = Vec::new();
     let stem = conv(w, "features.0.0", 3, 4, 1)?;
     let mut c = stem.weight.dim(0)?;
@@ -87,11 +90,20 @@ pub fn build(w: &Weights) -> Result<Network> {
             stages.push((name, Box::new(Sequence(blocks))));
         } else {
             let norm = LayerNorm2d::load(w, &format!("{name}.0"), c, LN_EPS)?;
-            let down = conv(w, &format!("{name}.1"), c, 2, 1)?;
+            let mut down = conv(w, &format!("{name}.1"), c, 2, 1)?;
+            if stride_threshold.is_some_and(|t| c > t) {
+                down.stride = 1;
+            }
             c = down.weight.dim(0)?;
             stages.push((name, Box::new(Sequence(vec![Box::new(norm), Box::new(down)]))));
         }
     }
+    Ok((stages, c))
+}
+
+/// Builds the network from a torchvision ConvNeXt state dict.
+pub fn build(w: &Weights) -> Result<Network> {
+    let (mut stages, c) = features(w, None)?;
     let norm = LayerNorm2d::load(w, "classifier.0", c, LN_EPS)?;
     stages.push(("pooled".into(), Box::new(Sequence(vec![Box::new(GlobalAvgPool), Box::new(norm)]))));
     let classes = match w.shape("classifier.2.weight") {

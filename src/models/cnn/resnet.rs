@@ -41,8 +41,9 @@ fn conv_bn(w: &Weights, name: &str, bn: &str, cin: usize, stride: usize) -> Resu
         .fold(&BatchNorm::load(w, bn, cout, BN_EPS)?)
 }
 
-/// Builds the network; `strides` are the four stages' strides (torchvision: `[1, 2, 2, 2]`).
-pub fn build(w: &Weights, strides: [usize; 4]) -> Result<Network> {
+/// The feature stages `stem`, `layer1` … `layer4` and the final width; `strides` are the four
+/// stages' strides (torchvision: `[1, 2, 2, 2]`; PIP-Net: `[1, 2, 1, 1]`).
+pub fn features(w: &Weights, strides: [usize; 4]) -> Result<(Vec<(String, Box<dyn Layer>)>, usize)> {
     let mut stages: Vec<(String, Box<dyn Layer>)> = Vec::new();
     let stem = conv_bn(w, "conv1", "bn1", 3, 2)?;
     let mut cin = stem.weight.dim(0)?;
@@ -105,6 +106,12 @@ pub fn build(w: &Weights, strides: [usize; 4]) -> Result<Network> {
         }
         stages.push((layer, Box::new(Sequence(blocks))));
     }
+    Ok((stages, cin))
+}
+
+/// Builds the network; `strides` are the four stages' strides (torchvision: `[1, 2, 2, 2]`).
+pub fn build(w: &Weights, strides: [usize; 4]) -> Result<Network> {
+    let (mut stages, cin) = features(w, strides)?;
     stages.push(("pooled".into(), Box::new(GlobalAvgPool)));
     let classes = match w.shape("fc.weight") {
         Some(&[k, c]) if c == cin => k,
