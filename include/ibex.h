@@ -80,6 +80,9 @@
 // A panic inside ibex was caught at the boundary (a bug: please report it).
 #define IBEX_ERR_PANIC 12
 
+// The inference clamp: presences below this count as absent.
+#define PRESENCE_CLAMP 0.1
+
 // A thread-safe cancel flag: `ibex_cancel_token_cancel` may be called from any thread while
 // `ibex_explain` runs on another.
 typedef struct ibex_cancel_token ibex_cancel_token;
@@ -246,7 +249,8 @@ void ibex_image_free(struct ibex_image *image);
 // already installed another Rust `log` logger, this returns `IBEX_ERR_UNSUPPORTED`.
 int32_t ibex_set_log_callback(ibex_log_fn callback, int32_t max_level, void *user);
 
-// Loads a model. `kind`: `"clip"`, `"efficientnet_lite"`, or NULL/`"auto"` to detect from
+// Loads a model. `kind`: `"clip"`, `"efficientnet_lite"`, `"resnet"`, `"convnext"`, `"pipnet"`
+// (a directory written by `ibex pipnet convert`), or NULL/`"auto"` to detect from
 // `config.json` or the tensor names. `path`: a model directory or a Hugging Face id (resolved from the local HF cache, downloaded when
 // online). Options: `device` (`cpu`, `cuda`, `cuda:N`).
 //

@@ -119,3 +119,57 @@ fn the_trained_official_checkpoint_predicts_as_the_official_code() {
         assert_eq!(item["abstained"], false);
     }
 }
+
+/// Through `ibex pipnet convert` (the official checkpoint) and the explanation API: for the 20
+/// public images the prediction, the three top classes, and for each the listed prototypes, in
+/// order, with presence, weight, grid location and both boxes, as the official `vis_pred`.
+#[test]
+fn explanations_list_the_official_prototypes_and_boxes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("fmnist");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ibex"))
+        .args(["pipnet", "convert", "--checkpoint"])
+        .arg(pip("fmnist/net_trained"))
+        .arg("--config")
+        .arg(pip("fmnist/config.json"))
+        .arg("--out")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let model = ibex::models::Model::load(None, &dir, &Device::Cpu).unwrap();
+    assert_eq!(model.kind(), "pipnet");
+    let m = ibex::explain::Method::create(&model, "pipnet", &serde_json::json!({})).unwrap();
+    let json = common::json_at(&pip("fmnist/expected_public.json"));
+    let (mut listed, mut worst) = (0usize, 0f64);
+    for item in json["items"].as_array().unwrap() {
+        let img =
+            ibex::imaging::image::RgbImage::load(&pip(&format!("fmnist/{}", item["image_resized"].as_str().unwrap())))
+                .unwrap();
+        let ex = m.explain(&model, &img, &ibex::explain::Target::default(), &mut ibex::RunControl::default()).unwrap();
+        assert_eq!(ex.summary["predicted"], item["pred"]);
+        assert_eq!(ex.summary["abstained"], item["abstained"]);
+        let top = ex.summary["top_classes"].as_array().unwrap();
+        for (ours, theirs) in top.iter().zip(item["top3"].as_array().unwrap()) {
+            assert_eq!(ours["index"], theirs["class_index"]);
+            let (a, b) = (ours["prototypes"].as_array().unwrap(), theirs["prototypes"].as_array().unwrap());
+            let ids =
+                |v: &Vec<serde_json::Value>, k: &str| v.iter().map(|p| p[k].as_u64().unwrap()).collect::<Vec<_>>();
+            assert_eq!(ids(a, "index"), ids(b, "prototype"), "class {}", theirs["class_index"]);
+            for (pa, pb) in a.iter().zip(b) {
+                assert_eq!(pa["latent_hw"], pb["latent_hw"]);
+                assert_eq!(pa["box"], pb["rect_box_x0y0x1y1"]);
+                assert_eq!(pa["patch_box"], pb["patch_box_hmin_hmax_wmin_wmax"]);
+                for (ka, kb) in [("presence", "presence"), ("weight", "weight"), ("contribution", "simweight")] {
+                    worst = worst.max((pa[ka].as_f64().unwrap() - pb[kb].as_f64().unwrap()).abs());
+                }
+                listed += 1;
+            }
+        }
+        assert_eq!(ex.maps[0].name, "class_evidence");
+        assert_eq!((ex.maps[0].map.width, ex.maps[0].map.height), (64, 64));
+    }
+    eprintln!("{listed} listed prototypes identical; worst presence/weight/contribution difference {worst:.2e}");
+    assert_eq!(listed, 301);
+    assert!(worst < 1e-3);
+}

@@ -42,6 +42,9 @@ enum Command {
     /// Dual-IB: `ibex dual-ib fit` trains the infer network and the InfoNCE critic over a folder.
     #[command(subcommand, name = "dual-ib")]
     DualIb(DualIbCommand),
+    /// PIP-Net: `ibex pipnet convert` makes a model directory from an official checkpoint.
+    #[command(subcommand)]
+    Pipnet(PipnetCommand),
     /// Score a method's maps over a folder: deletion (MoRF) / LeRF AUCs against a random
     /// order, and the pointing game and energy in box where boxes are given.
     Eval(EvalArgs),
@@ -93,6 +96,41 @@ struct EvalArgs {
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
+}
+
+fn run_convert(a: ConvertArgs) -> Result<()> {
+    let b = ibex::models::pipnet::convert(&a.checkpoint, &a.config, &a.out)?;
+    println!(
+        "{}: PIP-Net with {} prototypes, {} classes, {}x{} input; explain with `ibex explain IMAGE --model {}`",
+        a.out.display(),
+        b.model.prototypes(),
+        b.model.classes(),
+        b.image_size,
+        b.image_size,
+        a.out.display()
+    );
+    Ok(())
+}
+
+#[derive(Subcommand)]
+enum PipnetCommand {
+    /// Write a model directory (model.safetensors + config.json) from an official PIP-Net
+    /// checkpoint (`torch.save` file) and its config.
+    Convert(ConvertArgs),
+}
+
+#[derive(Args)]
+struct ConvertArgs {
+    /// The official checkpoint (`torch.save` dict with `model_state_dict`) or a safetensors file.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// The model's config.json (backbone type and stride threshold, image_size, patchsize,
+    /// mean/std, class_names).
+    #[arg(long)]
+    config: PathBuf,
+    /// The directory to write.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -416,6 +454,7 @@ fn run_eval(a: EvalArgs) -> Result<()> {
     let bundle = match &model {
         Model::Classifier(b) => b,
         Model::Clip(b) => return eval_clip(&a, b, &model, &method),
+        Model::PipNet(_) => return Err(Error::Unsupported("ibex eval does not score PIP-Net explanations yet".into())),
     };
     let boxes = match &a.boxes {
         Some(p) => {
@@ -639,6 +678,18 @@ fn run_info(a: InfoArgs) -> Result<()> {
                 println!("recommended settings (ibex.json): {rec}");
             }
         }
+        Model::PipNet(b) => {
+            println!(
+                "PIP-Net: {} prototypes, {} classes ({} … {}), {}x{} input, backbone taps {}",
+                b.model.prototypes(),
+                b.model.classes(),
+                b.labels[0],
+                b.labels[b.labels.len() - 1],
+                b.image_size,
+                b.image_size,
+                b.model.backbone.taps().join(", ")
+            );
+        }
         Model::Clip(b) => {
             println!(
                 "vision layers: 0..={}, text layers: 0..={}, patch grid {}x{}",
@@ -814,6 +865,7 @@ fn run_explain(a: ExplainArgs) -> Result<()> {
         (Some(m), _) => m.to_ascii_lowercase(),
         (None, Model::Clip(_)) => "m2ib".into(),
         (None, Model::Classifier(_)) => "iba".into(),
+        (None, Model::PipNet(_)) => "pipnet".into(),
     };
     let mut opts = serde_json::Map::new();
     if let Some(l) = &a.layer {
@@ -897,6 +949,7 @@ fn explain_report(m: &Method, model: &Model, image: &RgbImage, ex: &Explanation)
             }
             Ok(serde_json::json!({ "faithfulness": fa, "road": road, "confidence": conf, "mprt": mprt }))
         }
+        Model::PipNet(_) => Err(Error::Unsupported("--report is not available for PIP-Net yet".into())),
         Model::Clip(b) => {
             let mut out = Vec::new();
             println!("report:");
@@ -930,7 +983,24 @@ fn print_summary(ex: &Explanation) {
     let main = &ex.maps[0];
     let (x, y) = main.map.argmax();
     for (k, v) in &ex.summary {
-        println!("{k}: {v}");
+        match v {
+            serde_json::Value::Array(a) if !a.iter().all(|x| x.is_number()) => {
+                println!("{k}: {} entries (see --json)", a.len())
+            }
+            _ => println!("{k}: {v}"),
+        }
+    }
+    if let Some(protos) = ex.summary.get("prototypes").and_then(|p| p.as_array()) {
+        for p in protos {
+            println!(
+                "  prototype {:>4}: presence {:.3} × weight {:.3} = {:.3} at {}",
+                p["index"],
+                p["presence"].as_f64().unwrap_or(0.0),
+                p["weight"].as_f64().unwrap_or(0.0),
+                p["contribution"].as_f64().unwrap_or(0.0),
+                p["box"]
+            );
+        }
     }
     println!(
         "map '{}' ({}, {}x{}): peak at (x={x}, y={y}), sum {:.1}",
@@ -1093,6 +1163,7 @@ fn main() {
         Command::Stats(a) => run_stats(a),
         Command::Eval(a) => run_eval(a),
         Command::Iba(IbaCommand::FitReadout(a)) => run_fit_readout(a),
+        Command::Pipnet(PipnetCommand::Convert(a)) => run_convert(a),
         Command::DualIb(DualIbCommand::Fit(a)) => run_fit_dual_ib(a),
     };
     if let Err(e) = r {

@@ -9,6 +9,7 @@ pub mod fit;
 pub mod iba;
 pub mod m2ib;
 pub mod options;
+pub mod pipnet;
 
 pub use baselines::{
     BaselineExplanation, GradCam, GradCamConfig, GradCamExplanation, IntegratedGradients, IntegratedGradientsConfig,
@@ -250,6 +251,7 @@ pub enum MethodKind {
     Saliency(Saliency),
     IntegratedGradients(IntegratedGradients),
     Occlusion(Occlusion),
+    PipNet(pipnet::PipNetExplainer),
 }
 
 impl Method {
@@ -339,12 +341,13 @@ impl MethodKind {
             ("ig" | "integrated_gradients", Model::Classifier(_)) => Ok(MethodKind::IntegratedGradients(
                 IntegratedGradients::new(options::merge(&IntegratedGradientsConfig::default(), options, "IG", &[])?)?,
             )),
-            ("occlusion", _) => Ok(MethodKind::Occlusion(Occlusion::new(options::merge(
-                &OcclusionConfig::default(),
-                options,
-                "occlusion",
-                &[],
-            )?)?)),
+            ("pipnet", Model::PipNet(_)) => {
+                options::merge(&serde_json::json!({}), options, "PIP-Net", &[])?;
+                Ok(MethodKind::PipNet(pipnet::PipNetExplainer))
+            }
+            ("occlusion", Model::Classifier(_) | Model::Clip(_)) => Ok(MethodKind::Occlusion(Occlusion::new(
+                options::merge(&OcclusionConfig::default(), options, "occlusion", &[])?,
+            )?)),
             (other, m) => {
                 Err(Error::Unsupported(format!("method '{other}' for a {} model (available: {METHODS})", m.kind())))
             }
@@ -376,6 +379,7 @@ impl MethodKind {
                 collect(m.explain_batch(b, images, t, control))
             }
             (MethodKind::Occlusion(m), Model::Classifier(b)) => collect(m.explain_batch(b, images, t, control)),
+            (MethodKind::PipNet(m), Model::PipNet(b)) => m.explain_batch(b, images, control),
             (MethodKind::Occlusion(m), Model::Clip(b)) => {
                 if target.texts.is_empty() {
                     return Err(Error::invalid("occlusion on CLIP needs a caption: set the target's text"));

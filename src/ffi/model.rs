@@ -18,7 +18,8 @@ pub struct ibex_explainer {
     pub(crate) method: Method,
 }
 
-/// Loads a model. `kind`: `"clip"`, `"efficientnet_lite"`, or NULL/`"auto"` to detect from
+/// Loads a model. `kind`: `"clip"`, `"efficientnet_lite"`, `"resnet"`, `"convnext"`, `"pipnet"`
+/// (a directory written by `ibex pipnet convert`), or NULL/`"auto"` to detect from
 /// `config.json` or the tensor names. `path`: a model directory or a Hugging Face id (resolved from the local HF cache, downloaded when
 /// online). Options: `device` (`cpu`, `cuda`, `cuda:N`).
 ///

@@ -20,6 +20,8 @@ pub enum Model {
     Clip(clip::ClipBundle),
     /// A convolutional image classifier (EfficientNet-Lite, ResNet, ConvNeXt) with labels and preprocessing.
     Classifier(cnn::ClassifierBundle),
+    /// A PIP-Net prototype-part classifier.
+    PipNet(pipnet::PipNetBundle),
 }
 
 impl Model {
@@ -45,6 +47,16 @@ impl Model {
                 Ok(Model::Clip(b))
             }
             "classifier" => Ok(Model::Classifier(cnn::ClassifierBundle::load(dir, None, device)?)),
+            "pipnet" => {
+                let b = pipnet::PipNetBundle::load(dir, device)?;
+                log::info!(
+                    "loaded PIP-Net {} ({} prototypes, {} classes)",
+                    dir.display(),
+                    b.model.prototypes(),
+                    b.model.classes()
+                );
+                Ok(Model::PipNet(b))
+            }
             other => match cnn::Architecture::from_kind(other) {
                 Some(a) => {
                     let b = cnn::ClassifierBundle::load(dir, Some(a), device)?;
@@ -61,12 +73,13 @@ impl Model {
         match self {
             Model::Clip(_) => "clip",
             Model::Classifier(b) => b.architecture.kind(),
+            Model::PipNet(_) => "pipnet",
         }
     }
 }
 
 /// The model kinds `Model::load` accepts.
-pub const KINDS: &str = "clip, efficientnet_lite, resnet, convnext, auto";
+pub const KINDS: &str = "clip, efficientnet_lite, resnet, convnext, pipnet, auto";
 
 fn detect_kind(dir: &Path) -> Result<String> {
     let cfg = dir.join("config.json");
@@ -77,6 +90,9 @@ fn detect_kind(dir: &Path) -> Result<String> {
     let text = std::fs::read_to_string(&cfg).map_err(|e| Error::io(&cfg, e))?;
     let v: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| Error::format(&cfg, format!("not valid JSON ({e})")))?;
+    if pipnet::is_pipnet_config(&v) {
+        return Ok("pipnet".into());
+    }
     match v.get("model_type").and_then(|t| t.as_str()) {
         Some("clip") => Ok("clip".into()),
         _ if cnn::Architecture::detect(&v, None).is_some() => Ok("classifier".into()),

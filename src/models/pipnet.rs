@@ -76,7 +76,7 @@ impl PipNet {
         Self::with_backbone(w, stages, d)
     }
 
-    fn with_backbone(w: &Weights, stages: Vec<(String, Box<dyn super::cnn::layers::Layer>)>, d: usize) -> Result<Self> {
+    fn with_backbone(w: &Weights, stages: super::cnn::network::Stages, d: usize) -> Result<Self> {
         let backbone = Network::new(stages, d)?;
         let weight = match w.shape("_classification.weight") {
             Some(&[k, dd]) if dd == d && k > 0 => w.get("_classification.weight", &[k, d])?,
@@ -117,4 +117,117 @@ impl PipNet {
         let o_clamped = p_clamped.matmul(&w)?;
         Ok(PipNetOutput { features, z, p, p_clamped, o, o_clamped })
     }
+}
+
+/// A PIP-Net model directory: `config.json`, the weights (`model.safetensors`, or one checkpoint
+/// file — the official `torch.save` file loads as is when named `*.pth`), class names.
+///
+/// `config.json` keys (the fixture's `fmnist/config.json` is such a file): `backbone` — either
+/// `{"type": "…convnext…", "stride_threshold": N}` or `{"type": "…resnet…"}`; `image_size`
+/// (square input side); `patchsize` (the side of the image patch a prototype is shown with,
+/// default 32); `mean` / `std` (default ImageNet's); `class_names` (or `classes.txt`).
+pub struct PipNetBundle {
+    pub model: PipNet,
+    pub labels: Vec<String>,
+    pub preprocessor: crate::imaging::preprocess::ClipPreprocessor,
+    pub image_size: u32,
+    pub patchsize: u32,
+    pub dir: std::path::PathBuf,
+    pub device: candle_core::Device,
+}
+
+/// Whether `config` describes a PIP-Net.
+pub fn is_pipnet_config(config: &serde_json::Value) -> bool {
+    let s = |k: &str| config.get(k).and_then(|v| v.as_str()).unwrap_or("").to_ascii_lowercase();
+    s("model").contains("pip-net") || s("model_type") == "pipnet" || s("architecture") == "pipnet"
+}
+
+impl PipNetBundle {
+    pub fn load(dir: &std::path::Path, device: &candle_core::Device) -> Result<Self> {
+        let cfg_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+        let cfg: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::format(&cfg_path, format!("not valid JSON ({e})")))?;
+        let w = Weights::load(&super::cnn::weights_file(dir)?, device)?;
+        let backbone = cfg.get("backbone").cloned().unwrap_or_default();
+        let kind = backbone.get("type").and_then(|t| t.as_str()).unwrap_or("").to_ascii_lowercase();
+        let model = if kind.contains("convnext") {
+            let t = backbone
+                .get("stride_threshold")
+                .and_then(|t| t.as_u64())
+                .ok_or_else(|| Error::format(&cfg_path, "a ConvNeXt PIP-Net needs 'backbone.stride_threshold'"))?;
+            PipNet::convnext(&w, t as usize)?
+        } else if kind.contains("resnet") {
+            PipNet::resnet(&w)?
+        } else {
+            return Err(Error::format(&cfg_path, "'backbone.type' must name a ConvNeXt or a ResNet"));
+        };
+        let image_size = cfg.get("image_size").and_then(|v| v.as_u64()).unwrap_or(224) as u32;
+        if !(16..=4096).contains(&image_size) {
+            return Err(Error::format(&cfg_path, format!("image_size {image_size} is out of range")));
+        }
+        let patchsize = cfg.get("patchsize").and_then(|v| v.as_u64()).unwrap_or(32).clamp(1, image_size as u64) as u32;
+        let triple = |k: &str, d: [f32; 3]| -> Result<[f32; 3]> {
+            match cfg.get(k) {
+                None => Ok(d),
+                Some(v) => serde_json::from_value(v.clone())
+                    .map_err(|_| Error::format(&cfg_path, format!("'{k}' must be three numbers"))),
+            }
+        };
+        let mut pre = crate::imaging::preprocess::ClipPreprocessor::for_image_size(image_size);
+        pre.mean = triple("mean", [0.485, 0.456, 0.406])?;
+        pre.std = triple("std", [0.229, 0.224, 0.225])?;
+        let labels: Vec<String> = match cfg.get("class_names") {
+            Some(v) => serde_json::from_value(v.clone())
+                .map_err(|_| Error::format(&cfg_path, "'class_names' must be a list of strings"))?,
+            None => (0..model.classes()).map(|i| format!("class {i}")).collect(),
+        };
+        if labels.len() != model.classes() {
+            return Err(Error::format(
+                &cfg_path,
+                format!("{} class names for a model with {} classes", labels.len(), model.classes()),
+            ));
+        }
+        Ok(PipNetBundle {
+            model,
+            labels,
+            preprocessor: pre,
+            image_size,
+            patchsize,
+            dir: dir.to_path_buf(),
+            device: device.clone(),
+        })
+    }
+}
+
+/// Writes a PIP-Net model directory from an official checkpoint (a `torch.save` file with
+/// `model_state_dict` and `module.` prefixes, or safetensors) and its `config.json`: the
+/// weights as `model.safetensors` (written through a temporary file), the config as given. The
+/// model is built once first, so a checkpoint that does not fit the config is refused with the
+/// tensor named.
+pub fn convert(checkpoint: &std::path::Path, config: &std::path::Path, out: &std::path::Path) -> Result<PipNetBundle> {
+    let text = std::fs::read_to_string(config).map_err(|e| Error::io(config, e))?;
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::format(config, format!("not valid JSON ({e})")))?;
+    if !is_pipnet_config(&cfg) {
+        cfg["architecture"] = serde_json::json!("pipnet");
+    }
+    let w = Weights::load(checkpoint, &candle_core::Device::Cpu)?;
+    let keep: std::collections::HashMap<String, Tensor> = w
+        .names()
+        .filter(|n| {
+            n.starts_with("_net.")
+                || n.starts_with("_classification.")
+                || *n == "_multiplier"
+                || n.starts_with("_add_on.")
+        })
+        .map(|n| Ok((n.to_string(), w.get(n, w.shape(n).unwrap_or(&[]))?)))
+        .collect::<Result<_>>()?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let tmp = out.join("model.safetensors.partial");
+    Weights::from_tensors(keep).save(&tmp)?;
+    std::fs::rename(&tmp, out.join("model.safetensors")).map_err(|e| Error::io(out, e))?;
+    let cfg_out = out.join("config.json");
+    std::fs::write(&cfg_out, serde_json::to_string_pretty(&cfg)?).map_err(|e| Error::io(&cfg_out, e))?;
+    PipNetBundle::load(out, &candle_core::Device::Cpu)
 }

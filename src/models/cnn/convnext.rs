@@ -11,7 +11,7 @@
 use super::layers::{
     Activation, Conv2d, GlobalAvgPool, Layer, LayerNorm2d, Linear, Padding, Residual, Scale, Sequence,
 };
-use super::network::Network;
+use super::network::{Network, Stages};
 use crate::error::{Error, Result};
 use crate::models::weights::Weights;
 
@@ -64,8 +64,8 @@ fn block(w: &Weights, p: &str, c: usize) -> Result<Residual> {
 /// `stride_threshold` (PIP-Net's rule), every stride-2 downsampling convolution whose input has
 /// more channels than the threshold runs at stride 1 (still unpadded, so a 2×2 kernel shrinks
 /// the map by one).
-pub fn features(w: &Weights, stride_threshold: Option<usize>) -> Result<(Vec<(String, Box<dyn Layer>)>, usize)> {
-    let mut stages: Vec<(String, Box<dyn Layer>)> = Vec::new();
+pub fn features(w: &Weights, stride_threshold: Option<usize>) -> Result<(Stages, usize)> {
+    let mut stages: Stages = Vec::new();
     let stem = conv(w, "features.0.0", 3, 4, 1)?;
     let mut c = stem.weight.dim(0)?;
     stages.push((

@@ -8,7 +8,7 @@ pub mod layers;
 pub mod network;
 pub mod resnet;
 
-pub use network::{Network, SuffixTape};
+pub use network::{Network, Stages, SuffixTape};
 
 use crate::error::{Error, Result};
 use crate::imaging::preprocess::ClipPreprocessor;

@@ -11,6 +11,9 @@ use crate::error::{Error, Result};
 use candle_core::Tensor;
 use std::sync::Arc;
 
+/// Named stages in order, as the architecture builders produce them.
+pub type Stages = Vec<(String, Box<dyn Layer>)>;
+
 /// A classifier made of named stages; the last stage produces the logits `[N, classes]`.
 pub struct Network {
     stages: Vec<(String, Arc<dyn Layer>)>,
@@ -26,7 +29,7 @@ pub struct SuffixTape {
 
 impl Network {
     /// A network whose last stage gives `num_classes` logits (at least 1).
-    pub fn new(stages: Vec<(String, Box<dyn Layer>)>, num_classes: usize) -> Result<Self> {
+    pub fn new(stages: Stages, num_classes: usize) -> Result<Self> {
         if num_classes == 0 || stages.is_empty() {
             return Err(Error::invalid("a classifier needs at least one stage and one class"));
         }

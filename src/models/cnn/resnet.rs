@@ -12,7 +12,7 @@
 use super::layers::{
     Activation, BatchNorm, Conv2d, GlobalAvgPool, Layer, Linear, MaxPool2d, Padding, Residual, Sequence,
 };
-use super::network::Network;
+use super::network::{Network, Stages};
 use crate::error::{Error, Result};
 use crate::models::weights::Weights;
 
@@ -43,8 +43,8 @@ fn conv_bn(w: &Weights, name: &str, bn: &str, cin: usize, stride: usize) -> Resu
 
 /// The feature stages `stem`, `layer1` … `layer4` and the final width; `strides` are the four
 /// stages' strides (torchvision: `[1, 2, 2, 2]`; PIP-Net: `[1, 2, 1, 1]`).
-pub fn features(w: &Weights, strides: [usize; 4]) -> Result<(Vec<(String, Box<dyn Layer>)>, usize)> {
-    let mut stages: Vec<(String, Box<dyn Layer>)> = Vec::new();
+pub fn features(w: &Weights, strides: [usize; 4]) -> Result<(Stages, usize)> {
+    let mut stages: Stages = Vec::new();
     let stem = conv_bn(w, "conv1", "bn1", 3, 2)?;
     let mut cin = stem.weight.dim(0)?;
     stages.push((
