@@ -71,7 +71,9 @@ pub unsafe extern "C" fn ibex_model_free(model: *mut ibex_model) {
 
 /// Creates an explainer for `method` on `model`: `"m2ib"` or `"occlusion"` (CLIP, with the
 /// target's text); `"iba"`, `"iba-readout"`, `"dual-ib"`, `"gradcam"`, `"saliency"`, `"ig"` or
-/// `"occlusion"` (classifiers). Options override the method's defaults — every method:
+/// `"occlusion"` (classifiers); `"pipnet"` (PIP-Net: clamped scores, abstention and the
+/// contributing prototypes with boxes in the result JSON's `summary`). Options override the
+/// method's defaults — every method:
 /// `max_pixels` (larger images are refused); M2IB: `beta`, `steps`, `lr`, `samples`,
 /// `samples_per_pass`, `seed`, `layer`, `vision_layer`, `text_layer`, `alpha_init`; IBA: `layer`
 /// (a tap such as `"blocks.10"`), `statistics` (file), `beta`, `steps`, `lr`, `samples`,
