@@ -23,7 +23,7 @@ fn dual_ib_fit_explain_and_bad_states() {
     let state = tmp.path().join("dual.safetensors");
     let fit = |extra: &[&str]| {
         let o = ibex()
-            .args(["dual-ib", "fit", "-q", "--epochs", "2", "--batch", "2", "--samples", "2", "--images"])
+            .args(["dual-ib", "fit", "-q", "--images"])
             .arg(&imgs)
             .arg("--out")
             .arg(&state)
@@ -34,9 +34,28 @@ fn dual_ib_fit_explain_and_bad_states() {
         assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
         out
     };
-    let out = fit(&[]);
+    let out = fit(&["--epochs", "2", "--batch", "2", "--samples", "2"]);
     assert!(out.contains("epoch   2:") && out.contains("infonce_bits"), "{out}");
     assert!(fit(&["--resume"]).contains("already has 2 of 2 epochs"));
+    // a resumed run keeps its settings and its images
+    let o = ibex()
+        .args(["dual-ib", "fit", "--resume", "--epochs", "5", "--images"])
+        .arg(&imgs)
+        .arg("--out")
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("settings stored in the state"));
+    let fewer = tmp.path().join("fewer");
+    std::fs::create_dir(&fewer).unwrap();
+    std::fs::copy(imgs.join("dog.png"), fewer.join("dog.png")).unwrap();
+    let o =
+        ibex().args(["dual-ib", "fit", "--resume", "--images"]).arg(&fewer).arg("--out").arg(&state).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("trained on other images"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 
     let js = tmp.path().join("d.json");
     let o = ibex()

@@ -202,6 +202,42 @@ impl FitArgs {
         o
     }
 
+    /// Refuses training settings beside `--resume` (a resumed run keeps the stored ones).
+    fn check_resume(&self, others: bool) -> Result<()> {
+        if self.resume && (others || !self.overrides().is_empty()) {
+            return Err(Error::invalid(
+                "--resume continues with the settings stored in the state: drop the other training options",
+            ));
+        }
+        Ok(())
+    }
+
+    /// What the run trains on: the number of images and a hash of their file names.
+    fn data(&self) -> Result<serde_json::Value> {
+        let files = image_files(&self.images)?;
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for f in &files {
+            for b in f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default().bytes().chain([0]) {
+                h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+            }
+        }
+        Ok(serde_json::json!({ "images": files.len(), "names_fnv1a": format!("{h:016x}") }))
+    }
+
+    /// Fails unless a resumed state was trained on the same images.
+    fn check_data(&self, stored: &serde_json::Value) -> Result<serde_json::Value> {
+        let data = self.data()?;
+        if !stored.is_null() && *stored != data {
+            return Err(Error::invalid(format!(
+                "{} was trained on other images ({} files; --images has {}): resume with the same folder",
+                self.out.display(),
+                stored["images"],
+                data["images"]
+            )));
+        }
+        Ok(data)
+    }
+
     fn load(&self) -> Result<(ibex::models::cnn::ClassifierBundle, Vec<RgbImage>)> {
         let device = ibex::device::parse_device(&self.device)?;
         let dir = match &self.model {
@@ -264,10 +300,12 @@ struct FitReadoutArgs {
 fn run_fit_readout(a: FitReadoutArgs) -> Result<()> {
     use ibex::explain::fit::Views;
     use ibex::explain::iba::readout::{default_taps, Readout, ReadoutConfig, ReadoutTrainer};
+    a.fit.check_resume(a.layer.is_some() || a.taps.is_some() || a.beta.is_some())?;
     let (bundle, images) = a.fit.load()?;
     let net = &bundle.network;
     if a.fit.resume {
         let (mut t, done) = ReadoutTrainer::resume(net, &a.fit.out, &bundle.device)?;
+        a.fit.check_data(&t.data)?;
         let views = Views::photos(&bundle, &images, t.config.fit.seed, t.config.augment);
         let settings = t.config.fit.clone();
         return a.fit.train(&views, &settings, &mut t, done, "readout");
@@ -309,6 +347,7 @@ fn run_fit_readout(a: FitReadoutArgs) -> Result<()> {
     let input = (bundle.preprocessor.crop_height as usize, bundle.preprocessor.crop_width as usize);
     let settings = config.fit.clone();
     let mut t = ReadoutTrainer::new(net, readout, config, input)?;
+    t.data = a.fit.data()?;
     a.fit.train(&views, &settings, &mut t, 0, "readout")
 }
 
@@ -333,10 +372,12 @@ struct FitDualIbArgs {
 fn run_fit_dual_ib(a: FitDualIbArgs) -> Result<()> {
     use ibex::explain::dual_ib::{DualIbConfig, DualIbTrainer};
     use ibex::explain::fit::Views;
+    a.fit.check_resume(a.local.is_some() || a.global.is_some() || a.beta1.is_some() || a.beta2.is_some())?;
     let (bundle, images) = a.fit.load()?;
     let net = &bundle.network;
     if a.fit.resume {
         let (mut t, done) = DualIbTrainer::resume(net, &a.fit.out, &bundle.device)?;
+        a.fit.check_data(t.data())?;
         let settings = t.settings().clone();
         let views = Views::photos(&bundle, &images, settings.seed, t.augment());
         return a.fit.train(&views, &settings, &mut t, done, "dual-ib");
@@ -357,15 +398,8 @@ fn run_fit_dual_ib(a: FitDualIbArgs) -> Result<()> {
     let plain = Views::photos(&bundle, &images, config.fit.seed, false);
     let settings = config.fit.clone();
     let mut t = DualIbTrainer::new(net, config, &views, &plain, &bundle.device)?;
+    t.set_data(a.fit.data()?);
     a.fit.train(&views, &settings, &mut t, 0, "dual-ib")
-}
-
-/// Average drop (%) and increase in confidence (%) over rows with `drop` / `increase`.
-fn confidence_means(rows: &[serde_json::Value]) -> (f64, f64) {
-    let n = rows.len().max(1) as f64;
-    let drop = 100.0 * rows.iter().filter_map(|r| r["drop"].as_f64()).sum::<f64>() / n;
-    let inc = 100.0 * rows.iter().filter(|r| r["increase"].as_bool() == Some(true)).count() as f64 / n;
-    (drop, inc)
 }
 
 /// The mean Spearman correlation at each MPRT step over rows.
@@ -383,8 +417,14 @@ fn eval_clip(a: &EvalArgs, bundle: &ClipBundle, model: &Model, method: &Method) 
     if a.texts.is_empty() {
         return Err(Error::invalid("evaluating a CLIP model needs a caption: --text \"…\""));
     }
+    if a.road || a.mprt.is_some() || a.boxes.is_some() {
+        return Err(Error::invalid(
+            "--road, --mprt and --boxes score classifier explanations; a CLIP model gets drop / increase",
+        ));
+    }
     let files = image_files(&a.images)?;
     let mut rows = Vec::new();
+    let mut confs = Vec::new();
     println!("{:<16} {:<30} {:>8} {:>8} {:>6} {:>8}", "image", "caption", "full", "masked", "drop", "increase");
     for f in &files {
         let stem = f.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
@@ -402,9 +442,10 @@ fn eval_clip(a: &EvalArgs, bundle: &ClipBundle, model: &Model, method: &Method) 
                 c.increase
             );
             rows.push(serde_json::json!({ "image": stem, "caption": caption, "full": c.full, "masked": c.masked, "drop": c.drop, "increase": c.increase }));
+            confs.push(c);
         }
     }
-    let (drop, increase) = confidence_means(&rows);
+    let (drop, increase) = ibex::metrics::confidence::summarise(&confs);
     println!("average drop {drop:.1} %, increase in confidence {increase:.1} % (the map weights the whole image)");
     if let Some(p) = &a.json {
         let v = serde_json::json!({ "method": a.method, "rows": rows,
@@ -456,6 +497,9 @@ fn run_eval(a: EvalArgs) -> Result<()> {
         Model::Clip(b) => return eval_clip(&a, b, &model, &method),
         Model::PipNet(_) => return Err(Error::Unsupported("ibex eval does not score PIP-Net explanations yet".into())),
     };
+    if !a.texts.is_empty() {
+        return Err(Error::invalid("--text is for CLIP models; a classifier explains its own classes"));
+    }
     let boxes = match &a.boxes {
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
@@ -468,6 +512,7 @@ fn run_eval(a: EvalArgs) -> Result<()> {
     bar.set_length(files.len() as u64);
     let settings = CurveSettings::default();
     let mut rows = Vec::new();
+    let mut confs = Vec::new();
     println!(
         "{:<16} {:<24} {:>6} {:>6} {:>7} {:>6} {:>8}",
         "image", "target", "MoRF", "LeRF", "LeRF-M", "random", "pointing"
@@ -513,6 +558,7 @@ fn run_eval(a: EvalArgs) -> Result<()> {
             "morf_curve": fa.morf_curve, "lerf_curve": fa.lerf_curve,
             "drop": conf.drop, "increase": conf.increase, "road": road, "mprt": mprt,
         }));
+        confs.push(conf);
     }
     bar.finish_and_clear();
     let mean = |k: &str| rows.iter().filter_map(|r| r[k].as_f64()).sum::<f64>() / rows.len() as f64;
@@ -526,7 +572,7 @@ fn run_eval(a: EvalArgs) -> Result<()> {
         hits.iter().filter(|&&h| h).count(),
         hits.len()
     );
-    let (drop, increase) = confidence_means(&rows);
+    let (drop, increase) = ibex::metrics::confidence::summarise(&confs);
     println!("average drop {drop:.1} %, increase in confidence {increase:.1} %");
     let road_gap = rows.iter().filter_map(|r| r["road"]["gap"].as_f64()).collect::<Vec<_>>();
     if !road_gap.is_empty() {
@@ -945,7 +991,8 @@ fn explain_report(m: &Method, model: &Model, image: &RgbImage, ex: &Explanation)
             println!("  ROAD MoRF {:.3}, LeRF {:.3}, LeRF-MoRF {:.3}", road.morf_mean, road.lerf_mean, road.gap);
             println!("  drop in confidence {:.1} %, increase {}", 100.0 * conf.drop, conf.increase);
             for s in &mprt {
-                println!("  MPRT randomised down to {:<12} Spearman {:.3}", s.randomised_down_to, s.spearman);
+                let v = s.spearman.map_or("undefined (constant map)".to_string(), |v| format!("{v:.3}"));
+                println!("  MPRT randomised down to {:<12} Spearman {v}", s.randomised_down_to);
             }
             Ok(serde_json::json!({ "faithfulness": fa, "road": road, "confidence": conf, "mprt": mprt }))
         }

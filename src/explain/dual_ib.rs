@@ -37,8 +37,8 @@
 
 use super::classifier::{self, Prediction};
 use super::fit::{self, FitSettings, Learner, Views};
-use super::iba::readout::{check_signature, Readout, ReadoutConfig, ReadoutTrainer};
-use super::iba::{saliency_map, Iba, IbaConfig};
+use super::iba::readout::{Readout, ReadoutConfig, ReadoutTrainer};
+use super::iba::{bits_per_pixel, Iba, IbaConfig};
 use crate::bottleneck::SeededNoise;
 use crate::control::{RunControl, StepCounter};
 use crate::error::{Error, Result};
@@ -103,19 +103,25 @@ impl DualIbConfig {
         let base: DualIbConfig =
             super::options::merge(&DualIbConfig::default(), &bundle.recommended_for("dual_ib"), "Dual-IB", &[])?;
         let cfg: DualIbConfig = super::options::merge(&base, overrides, "Dual-IB", &[])?;
-        cfg.fit.validate()?;
-        if cfg.fit.batch < 2 {
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks ranges, with messages that say what is allowed.
+    pub fn validate(&self) -> Result<()> {
+        self.readout_config().validate()?;
+        if self.fit.batch < 2 {
             return Err(Error::invalid(
                 "Dual-IB's critic needs batches of at least 2 images (negatives come from the other images)",
             ));
         }
-        if !(cfg.beta1.is_finite() && cfg.beta1 > 0.0 && cfg.beta2.is_finite() && cfg.beta2 >= 0.0) {
-            return Err(Error::invalid("beta1 must be > 0 and beta2 >= 0"));
+        if !(self.beta1.is_finite() && self.beta1 > 0.0 && self.beta1 * self.fit.lr < 10.0) {
+            return Err(Error::invalid(format!("beta1 must be > 0 (and beta1 · lr < 10), got {}", self.beta1)));
         }
-        if cfg.critic_hidden == 0 || cfg.critic_dim == 0 || cfg.samples == 0 || cfg.bank == 0 {
-            return Err(Error::invalid("critic_hidden, critic_dim, samples and bank must be >= 1"));
+        if self.critic_hidden == 0 || self.critic_dim == 0 || self.bank == 0 {
+            return Err(Error::invalid("critic_hidden, critic_dim and bank must be >= 1"));
         }
-        Ok(cfg)
+        Ok(())
     }
 
     fn readout_config(&self) -> ReadoutConfig {
@@ -221,11 +227,7 @@ pub struct DualIbState {
 impl DualIbState {
     /// Loads a state for `net`: fails with a clear message for another model's state.
     pub fn load(net: &Network, path: &Path, device: &Device) -> Result<Self> {
-        let (map, header) = fit::load_state(path)?;
-        if header["kind"] != "dual-ib" {
-            return Err(Error::format(path, format!("a {} state, not a Dual-IB state", header["kind"])));
-        }
-        check_signature(net, &header["signature"], "Dual-IB state", device)?;
+        let (map, header) = fit::load_checked(path, "dual-ib", net, device)?;
         Self::from_parts(&map, &header, path, device)
     }
 
@@ -245,8 +247,15 @@ impl DualIbState {
         let global = header["global"].as_str().ok_or_else(|| bad("no 'global'".into()))?.to_string();
         let config: DualIbConfig =
             serde_json::from_value(header["config"].clone()).map_err(|e| bad(format!("config: {e}")))?;
+        config.validate().map_err(|e| bad(e.to_string()))?;
+        // the infer network reads [local, global]; the critic heads meet in one space
+        if readout.taps.len() != 2 || readout.taps[0] != readout.layer || readout.taps[1] != global {
+            return Err(bad(format!("the infer network's taps {:?} are not [local, '{global}']", readout.taps)));
+        }
         if critic.local.inputs() != readout.prior.dims()[0]
+            || critic.local.outputs() != critic.global.outputs()
             || bank.dims2().map(|d| d.1).ok() != Some(critic.global.inputs())
+            || readout.tap_width(1) != Some(critic.global.inputs())
         {
             return Err(bad("the critic does not fit the state's representations".into()));
         }
@@ -328,6 +337,16 @@ impl<'a> DualIbTrainer<'a> {
         &self.config.fit
     }
 
+    /// What the run trains on, as stored in the state (see [`ReadoutTrainer::data`]).
+    pub fn data(&self) -> &serde_json::Value {
+        &self.readout.data
+    }
+
+    /// Sets what the run trains on.
+    pub fn set_data(&mut self, data: serde_json::Value) {
+        self.readout.data = data;
+    }
+
     /// Whether the training views are augmented.
     pub fn augment(&self) -> bool {
         self.config.augment
@@ -335,15 +354,11 @@ impl<'a> DualIbTrainer<'a> {
 
     /// Resumes from a state file; returns the trainer and the epochs already done.
     pub fn resume(net: &'a Network, path: &Path, device: &Device) -> Result<(Self, usize)> {
-        let (map, header) = fit::load_state(path)?;
-        if header["kind"] != "dual-ib" {
-            return Err(Error::format(path, "not a Dual-IB state"));
-        }
-        check_signature(net, &header["signature"], "Dual-IB state", device)?;
+        let (map, header) = fit::load_checked(path, "dual-ib", net, device)?;
         let s = DualIbState::from_parts(&map, &header, path, device)?;
         let mut rcfg = s.config.readout_config();
         rcfg.taps = s.readout.taps.clone();
-        let (readout, done) = ReadoutTrainer::restore(net, s.readout, rcfg, &map, &header)?;
+        let (readout, done) = ReadoutTrainer::restore(net, s.readout, rcfg, &map, &header, path)?;
         let lr = s.config.fit.lr * s.config.beta1;
         let adam_local = MlpAdam::load_from("critic.local.adam", &map, &s.critic.local, lr)?;
         let adam_global = MlpAdam::load_from("critic.global.adam", &map, &s.critic.global, lr)?;
@@ -362,12 +377,12 @@ impl<'a> DualIbTrainer<'a> {
 
 impl Learner for DualIbTrainer<'_> {
     fn step(&mut self, pixels: &Tensor) -> Result<Vec<(&'static str, f32)>> {
-        let mut terms = self.readout.step(pixels)?;
-        let net = self.readout.net;
-        let local = self.readout.readout.layer.clone();
-        let outs = net.forward_taps(pixels, &[local.as_str(), self.global.as_str()])?;
-        let r = self.readout.readout.prior.standardise(&outs[0])?;
-        let y = self.readout.readout.standardise_tap(1, &outs[1].flatten_from(1)?)?;
+        // the infer network's clean passes already hold the critic's inputs: x (standardised)
+        // and y (its second tap)
+        let (mut terms, passes) = self.readout.step_with_passes(pixels)?;
+        let r = Tensor::stack(&passes.iter().map(|p| p.r.clone()).collect::<Vec<_>>(), 0)?;
+        let ys = passes.iter().map(|p| p.taps[1].flatten_from(1)).collect::<candle_core::Result<Vec<_>>>()?;
+        let y = self.readout.readout.standardise_tap(1, &Tensor::cat(&ys, 0)?)?;
         let (loss, estimate, grads) = self.critic.infonce(&r, &y, true)?;
         let (gl, gg) = grads.expect("gradients requested");
         self.adam_local.step(&mut self.critic.local, &gl)?;
@@ -436,6 +451,15 @@ impl DualIb {
         Ok(DualIb { state: DualIbState::load(net, &path, device)?, config })
     }
 
+    /// Optimisation steps per image (0 with the infer network).
+    fn steps_per_image(&self) -> u32 {
+        if self.config.alpha == "readout" {
+            0
+        } else {
+            IbaConfig::default().bottleneck.steps as u32
+        }
+    }
+
     /// The three maps for `pixels [1, 3, H, W]`, explaining `target` (per-sample) or the top-1
     /// (readout).
     pub fn maps(
@@ -444,6 +468,17 @@ impl DualIb {
         pixels: &Tensor,
         target: Option<usize>,
         control: &mut RunControl<'_>,
+    ) -> Result<DualIbMaps> {
+        let total = self.steps_per_image();
+        self.maps_counted(net, pixels, target, &mut StepCounter { control, done: 0, total })
+    }
+
+    fn maps_counted(
+        &self,
+        net: &Network,
+        pixels: &Tensor,
+        target: Option<usize>,
+        counter: &mut StepCounter<'_, '_>,
     ) -> Result<DualIbMaps> {
         let s = &self.state;
         let pass = s.readout.pass(net, pixels)?;
@@ -454,33 +489,26 @@ impl DualIb {
                     "the Dual-IB infer network explains the model's top-1 class; use alpha 'per-sample' for another class",
                 ));
             }
-            s.readout.capacity(net, pixels)?.0
+            s.readout.capacity_from(&pass)?
         } else {
             let mut cfg = IbaConfig { seed: self.config.seed, sigma: s.readout.sigma, ..Default::default() };
             cfg.bottleneck.beta = s.config.beta2;
             let iba = Iba::with_stats(cfg, s.readout.layer.clone(), s.readout.prior.clone())?;
-            let steps = iba.config.bottleneck.steps as u32;
-            let mut counter = StepCounter { control, done: 0, total: steps };
             let mut noise = SeededNoise::new(self.config.seed, 0);
-            let x = net.forward_until(&s.readout.layer, pixels)?;
-            iba.capacity(net, &x, target.unwrap_or(top1), &mut noise, &mut counter)?.capacity
+            // the infer network's first tap is the local representation itself
+            iba.capacity(net, &pass.taps[0], target.unwrap_or(top1), &mut noise, counter)?.capacity
         };
-        let (_, h, w) = capacity.dims3()?;
-        let suff: Vec<f32> = capacity
-            .to_dtype(DType::F64)?
-            .sum(0)?
-            .flatten_all()?
-            .to_vec1::<f64>()?
-            .iter()
-            .map(|v| (v / std::f64::consts::LN_2) as f32)
-            .collect();
+        let sufficient = super::iba::bits_grid(&capacity)?;
         let y = s.readout.standardise_tap(1, &pass.taps[1].flatten_from(1)?)?;
         let bank = self.negatives(&y)?;
         let (general, k) = s.critic.pointwise_bits(&pass.r.unsqueeze(0)?, &y, &bank)?;
-        let red: Vec<f32> = general.iter().zip(&suff).map(|(g, s)| g - s).collect();
-        let (w, h) = (w as u32, h as u32);
+        if general.iter().any(|v| !v.is_finite()) {
+            return Err(Error::Numerical("the critic's scores contain NaN or infinity".into()));
+        }
+        let red: Vec<f32> = general.iter().zip(&sufficient.data).map(|(g, s)| g - s).collect();
+        let (w, h) = (sufficient.width, sufficient.height);
         Ok(DualIbMaps {
-            sufficient: Heatmap::new(w, h, suff)?,
+            sufficient,
             general: Heatmap::new(w, h, general)?,
             redundancy: Heatmap::new(w, h, red)?,
             bound_bits: ((k as f64).ln() / std::f64::consts::LN_2) as f32,
@@ -510,15 +538,20 @@ impl DualIb {
         target: Option<usize>,
         control: &mut RunControl<'_>,
     ) -> Result<Vec<super::Explanation>> {
-        classifier::each_image(bundle, images, control, |_, input, control| {
+        let total = self.steps_per_image() * images.len() as u32;
+        let mut done = 0;
+        classifier::each_image(bundle, images, control, |i, input, control| {
             let start = Instant::now();
-            let m = self.maps(&bundle.network, &input.pixels, target, control)?;
+            let mut counter = StepCounter { control, done, total };
+            let m = self.maps_counted(&bundle.network, &input.pixels, target, &mut counter)?;
+            done = counter.done;
+            if total == 0 {
+                // one pass per image: progress counts images
+                counter.control.report(i as u32 + 1, images.len() as u32)?;
+            }
             let prediction: Prediction = classifier::predict(bundle, &m.logits, target)?;
             let (pw, ph) = (input.pre.width, input.pre.height);
-            let per_pixel = |g: &Heatmap| -> Result<Heatmap> {
-                let cap = Tensor::from_vec(g.data.clone(), (1, g.height as usize, g.width as usize), &Device::Cpu)?;
-                Ok(saliency_map(&cap.affine(std::f64::consts::LN_2, 0.0)?, pw, ph)?.0)
-            };
+            let per_pixel = |g: &Heatmap| bits_per_pixel(g, pw, ph);
             let clamped = Heatmap::new(
                 m.redundancy.width,
                 m.redundancy.height,

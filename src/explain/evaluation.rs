@@ -113,15 +113,11 @@ pub fn clip_confidence(
     }
     let masked = masked_input(&pre.pixel_values, 3, map)?;
     let model = &bundle.model;
-    let t = model.text_features(&text.token_ids)?;
-    let cos = |px: &[f32]| -> Result<f32> {
-        let x = candle_core::Tensor::from_slice(px, (1, 3, pre.height as usize, pre.width as usize), &model.device)?;
-        let i = model.image_features(&x)?;
-        let dot = (&i * &t)?.sum_all()?.to_scalar::<f32>()?;
-        let n = (i.sqr()?.sum_all()?.to_scalar::<f32>()? * t.sqr()?.sum_all()?.to_scalar::<f32>()?).sqrt();
-        Ok(dot / n.max(1e-12))
-    };
-    confidence(cos(&pre.pixel_values)?, cos(&masked)?)
+    let t = super::m2ib::unit(&model.text_features(&text.token_ids)?)?;
+    let x = candle_core::Tensor::from_slice(&masked, (1, 3, pre.height as usize, pre.width as usize), &model.device)?;
+    let i = super::m2ib::unit(&model.image_features(&x)?)?;
+    // the whole image's cosine is the explanation's own `similarity`
+    confidence(text.similarity, (&i * &t)?.sum_all()?.to_scalar::<f32>()?)
 }
 
 /// One step of the cascading randomisation.
@@ -129,14 +125,16 @@ pub fn clip_confidence(
 pub struct MprtStep {
     /// The lowest stage randomised (every stage above it is random too).
     pub randomised_down_to: String,
-    /// Spearman correlation of the map with the original one (a faithful method falls).
-    pub spearman: f32,
+    /// Spearman correlation of the map with the original one (a faithful method falls);
+    /// `None` when it is undefined (a constant map).
+    pub spearman: Option<f32>,
 }
 
 /// The MPRT sanity check (Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018),
-/// cascading: the top `stages` stages are randomised one after another, from the logits down,
-/// the same method explains the same class on each copy, and each map is compared with the
-/// original by Spearman rank correlation.
+/// cascading: the top `stages` stages with learned weights are randomised one after another,
+/// from the logits down (stages without weights, such as pooling, are passed over: randomising
+/// them changes nothing), the same method explains the same class on each copy, and each map is
+/// compared with the original by Spearman rank correlation.
 pub fn mprt(
     method: &super::Method,
     bundle: &ClassifierBundle,
@@ -146,7 +144,6 @@ pub fn mprt(
     seed: u64,
 ) -> Result<Vec<MprtStep>> {
     let p = original.prediction.as_ref().ok_or_else(|| Error::invalid("MPRT needs a classifier explanation"))?;
-    let names: Vec<String> = bundle.network.stages_top_down().iter().map(|s| s.to_string()).collect();
     // the amortised methods explain the top-1 of whatever model they run on
     let class_index = match method.kind {
         super::MethodKind::IbaReadout(_) | super::MethodKind::DualIb(_) => None,
@@ -154,15 +151,18 @@ pub fn mprt(
     };
     let target = super::Target { class_index, texts: vec![] };
     let mut out = Vec::new();
-    for k in 1..=stages.min(names.len()) {
-        let net = bundle.network.with_top_randomised(k, seed)?;
+    for (k, (name, learned)) in bundle.network.stages_top_down().into_iter().enumerate() {
+        if out.len() == stages {
+            break;
+        }
+        if !learned {
+            continue;
+        }
+        let net = bundle.network.with_top_randomised(k + 1, seed)?;
         let model = Model::Classifier(bundle.with_network(net));
         let ex = method.explain(&model, image, &target, &mut RunControl::default())?;
         let s = spearman(&original.maps[0].map.data, &ex.maps[0].map.data);
-        out.push(MprtStep {
-            randomised_down_to: names[k - 1].clone(),
-            spearman: if s.is_finite() { s as f32 } else { 0.0 },
-        });
+        out.push(MprtStep { randomised_down_to: name.to_string(), spearman: s.is_finite().then_some(s as f32) });
     }
     Ok(out)
 }

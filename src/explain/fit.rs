@@ -9,10 +9,10 @@
 
 use crate::control::RunControl;
 use crate::error::{Error, Result};
-use crate::imaging::augment::random_resized_crop_flip;
+use crate::imaging::augment::augmented_input;
 use crate::imaging::image::RgbImage;
-use crate::models::cnn::ClassifierBundle;
-use candle_core::Tensor;
+use crate::models::cnn::{ClassifierBundle, Network};
+use candle_core::{DType, Device, Tensor};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -44,10 +44,13 @@ impl FitSettings {
     }
 }
 
+/// Named loss terms of one update.
+pub type Terms = Vec<(&'static str, f32)>;
+
 /// What is trained.
 pub trait Learner {
     /// One update from a batch of model inputs `[B, 3, H, W]`; returns named loss terms.
-    fn step(&mut self, pixels: &Tensor) -> Result<Vec<(&'static str, f32)>>;
+    fn step(&mut self, pixels: &Tensor) -> Result<Terms>;
     /// Writes the state after `epochs_done` epochs.
     fn save(&self, path: &Path, epochs_done: usize) -> Result<()>;
 }
@@ -77,21 +80,17 @@ impl<'a> Views<'a> {
         }
     }
 
-    /// Augmented views of photos for `bundle`: a random resized crop (scale 0.08–1) with a
-    /// horizontal flip with probability ½, normalised like the model's input; epoch 0 of a run
-    /// with `augment = false` (or every epoch) uses the plain preprocessed photo instead.
+    /// Views of photos for `bundle`: with `augment`, a random resized crop (scale 0.08–1) with
+    /// a horizontal flip with probability ½, normalised like the model's input, different in
+    /// every epoch; without, the plain preprocessed photo every time.
     pub fn photos(bundle: &'a ClassifierBundle, images: &'a [RgbImage], seed: u64, augment: bool) -> Self {
-        let (w, h) = (bundle.preprocessor.crop_width, bundle.preprocessor.crop_height);
-        let mut normalise = bundle.preprocessor.clone();
-        normalise.do_resize = false;
-        normalise.do_center_crop = false;
         Views {
             count: images.len(),
             view: Box::new(move |epoch, i| {
                 let pre = if augment {
                     let key = seed ^ ((epoch as u64) << 32 | i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
                     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(key);
-                    normalise.preprocess(&random_resized_crop_flip(&images[i], w, h, &mut rng)?)?
+                    augmented_input(&bundle.preprocessor, &images[i], &mut rng)?
                 } else {
                     bundle.preprocessor.preprocess(&images[i])?
                 };
@@ -125,7 +124,7 @@ pub fn run(
         return Err(Error::invalid("no training images"));
     }
     let per_epoch = views.count.div_ceil(settings.batch);
-    let total = (per_epoch * settings.epochs) as u32;
+    let total = u32::try_from(per_epoch * settings.epochs).unwrap_or(u32::MAX);
     let mut logs = Vec::new();
     for epoch in start_epoch..settings.epochs {
         let mut order: Vec<usize> = (0..views.count).collect();
@@ -151,6 +150,74 @@ pub fn run(
         log::info!("epoch {}/{}: {:?}", epoch + 1, settings.epochs, logs.last().map(|l| &l.terms));
     }
     Ok(logs)
+}
+
+/// A fixed model input for recognising a model: smooth waves in input units.
+fn probe_input(h: usize, w: usize, device: &Device) -> Result<Tensor> {
+    let v: Vec<f32> = (0..3 * h * w)
+        .map(|i| {
+            let (c, y, x) = (i / (h * w), (i / w) % h, i % w);
+            ((x as f32 + 1.0) * 0.11 * (c as f32 + 1.0)).sin() + 0.5 * ((y as f32 + 1.0) * 0.07).cos()
+        })
+        .collect();
+    Ok(Tensor::from_vec(v, (1, 3, h, w), device)?)
+}
+
+/// What identifies a model for a state file: classes, taps and the logits of a fixed input.
+pub fn model_signature(net: &Network, input: (usize, usize), device: &Device) -> Result<serde_json::Value> {
+    let logits = net.forward(&probe_input(input.0, input.1, device)?)?.flatten_all()?.to_dtype(DType::F32)?;
+    let probe: Vec<f32> = logits.to_vec1::<f32>()?.into_iter().take(16).collect();
+    Ok(
+        serde_json::json!({ "classes": net.num_classes, "taps": net.taps(), "input": [input.0, input.1], "probe": probe }),
+    )
+}
+
+/// Fails unless `net` is the model `signature` was taken from.
+pub fn check_signature(net: &Network, signature: &serde_json::Value, what: &str, device: &Device) -> Result<()> {
+    let input =
+        signature["input"].as_array().and_then(|a| Some((a.first()?.as_u64()? as usize, a.get(1)?.as_u64()? as usize)));
+    let Some((h, w)) = input.filter(|&(h, w)| (1..=4096).contains(&h) && (1..=4096).contains(&w)) else {
+        return Err(Error::invalid(format!("the {what} has no valid model signature")));
+    };
+    let mine = model_signature(net, (h, w), device)?;
+    let other = |why: String| {
+        Err(Error::invalid(format!("the {what} was trained for another model ({why}); fit it again for this one")))
+    };
+    if mine["classes"] != signature["classes"] {
+        return other(format!("{} classes, this model has {}", signature["classes"], mine["classes"]));
+    }
+    if mine["taps"] != signature["taps"] {
+        return other("different layers".into());
+    }
+    let f = |v: &serde_json::Value| -> Vec<f64> {
+        v.as_array().map(|a| a.iter().filter_map(|x| x.as_f64()).collect()).unwrap_or_default()
+    };
+    let (a, b) = (f(&mine["probe"]), f(&signature["probe"]));
+    let scale = a.iter().chain(&b).fold(1.0f64, |m, v| m.max(v.abs()));
+    if a.len() != b.len() || a.iter().zip(&b).any(|(x, y)| (x - y).abs() > 1e-3 * scale) {
+        return other("different weights: its outputs on a probe input differ".into());
+    }
+    Ok(())
+}
+
+/// Reads a state file of `kind` (`iba-readout`, `dual-ib`) and checks it was made for `net`.
+pub fn load_checked(
+    path: &Path,
+    kind: &str,
+    net: &crate::models::cnn::Network,
+    device: &candle_core::Device,
+) -> Result<(std::collections::HashMap<String, Tensor>, serde_json::Value)> {
+    let (map, header) = load_state(path)?;
+    if header["kind"] != kind {
+        return Err(Error::format(path, format!("a {} state, not {kind}", header["kind"])));
+    }
+    check_signature(net, &header["signature"], &format!("{kind} state"), device)?;
+    Ok((map, header))
+}
+
+/// A header field that must be a non-negative integer.
+pub fn header_count(header: &serde_json::Value, key: &str, path: &Path) -> Result<u64> {
+    header[key].as_u64().ok_or_else(|| Error::format(path, format!("the state header has no valid '{key}'")))
 }
 
 /// Reads a state file written by a learner: its tensors and its JSON header (the

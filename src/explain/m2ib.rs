@@ -165,7 +165,8 @@ impl Objective for CosineToTarget<'_> {
     }
 }
 
-fn unit(e: &Tensor) -> Result<Tensor> {
+/// Rows (last dimension) scaled to unit length.
+pub(crate) fn unit(e: &Tensor) -> Result<Tensor> {
     let n = e.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
     Ok(e.broadcast_div(&n)?)
 }

@@ -215,7 +215,9 @@ mod tests {
     fn argmax_and_boxes_follow_the_official_rules() {
         // ties: the smallest column wins, then the smallest row
         let z = [0.0, 1.0, 0.0, 1.0, 0.0, 0.0];
-        assert_eq!(latent_argmax(&z, 2, 3), [0, 1]);
+        assert_eq!(latent_argmax(&z, 2, 3), [1, 0]);
+        let z = [1.0, 0.0, 0.0, 1.0, 0.0, 0.0];
+        assert_eq!(latent_argmax(&z, 2, 3), [0, 0]);
         let z = [0.0, 0.0, 1.0, 1.0, 0.0, 0.0];
         assert_eq!(latent_argmax(&z, 2, 3), [1, 0]);
         // the fixture's 64 px / 6x6 grid / 32 px patches: skip 6, last column snapped, last row not

@@ -78,6 +78,21 @@ pub fn random_resized_crop_flip(img: &RgbImage, width: u32, height: u32, rng: &m
     Ok(if rng.random_bool(0.5) { flip_horizontal(&out) } else { out })
 }
 
+/// An augmented model input: a [`random_resized_crop_flip`] of `img` at the preprocessor's
+/// crop size, normalised like the model's input (the views of `ibex stats` and of training).
+pub fn augmented_input(
+    pre: &crate::imaging::preprocess::ClipPreprocessor,
+    img: &RgbImage,
+    rng: &mut impl Rng,
+) -> Result<crate::imaging::preprocess::Preprocessed> {
+    let view = random_resized_crop_flip(img, pre.crop_width, pre.crop_height, rng)?;
+    // the view is already model-sized: only normalise it
+    let mut normalise = pre.clone();
+    normalise.do_resize = false;
+    normalise.do_center_crop = false;
+    normalise.preprocess(&view)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

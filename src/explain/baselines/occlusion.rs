@@ -7,6 +7,7 @@ use super::BaselineExplanation;
 use crate::control::RunControl;
 use crate::error::{Error, Result};
 use crate::explain::classifier::{self, target_probability};
+use crate::explain::m2ib::unit;
 use crate::imaging::heatmap::Heatmap;
 use crate::imaging::image::RgbImage;
 use crate::models::clip::ClipBundle;
@@ -58,7 +59,9 @@ impl Occlusion {
     pub fn new(config: OcclusionConfig) -> Result<Self> {
         let rgb_ok = config.fill_rgb.map_or(true, |c| c.iter().all(|v| (0.0..=255.0).contains(v)));
         if config.window == 0 || config.stride == 0 || config.batch == 0 || !config.fill.is_finite() || !rgb_ok {
-            return Err(Error::invalid(format!("occlusion: window, stride and batch must be >= 1, got {config:?}")));
+            return Err(Error::invalid(format!(
+                "occlusion: window, stride and batch must be >= 1, fill finite and fill_rgb within 0..=255, got {config:?}"
+            )));
         }
         Ok(Occlusion { config })
     }
@@ -71,21 +74,22 @@ impl Occlusion {
         }
     }
 
-    /// The occlusion map of one normalised input (`pixels`, CHW, `w × h`): per pixel, the mean
-    /// of `base − score(occluded)` over the windows covering it, the windows filled with
-    /// `fill` (per channel). `report(done, total)` is called after every batch of windows.
-    /// Returns the map and the number of windows.
+    /// The occlusion maps of one normalised input (`pixels`, CHW, `w × h`) for `base.len()`
+    /// scores at once: per pixel, the mean of `base[t] − score_t(occluded)` over the windows
+    /// covering it, the windows filled with `fill` (per channel). `score(images, n)` returns
+    /// the `base.len()` scores of each of the `n` images, image by image. `report(done, total)`
+    /// is called after every batch of windows. Returns the maps and the number of windows.
     #[allow(clippy::too_many_arguments)]
-    pub fn map(
+    pub fn maps(
         &self,
         fill: [f32; 3],
         pixels: &[f32],
         w: u32,
         h: u32,
-        base: f32,
+        base: &[f32],
         score: &mut crate::metrics::ScoreFn<'_>,
         report: &mut dyn FnMut(usize, usize) -> Result<()>,
-    ) -> Result<(Heatmap, usize)> {
+    ) -> Result<(Vec<Heatmap>, usize)> {
         let c = &self.config;
         let windows: Vec<(u32, u32)> = offsets(h, c.window, c.stride)
             .into_iter()
@@ -94,7 +98,8 @@ impl Occlusion {
         let (ww, wh) = (c.window.min(w) as usize, c.window.min(h) as usize);
         let plane = (w * h) as usize;
         let channels = pixels.len() / plane.max(1);
-        let mut sum = vec![0f64; plane];
+        let t = base.len();
+        let mut sum = vec![vec![0f64; plane]; t];
         let mut count = vec![0u32; plane];
         let passes = windows.len().div_ceil(c.batch);
         for (bi, chunk) in windows.chunks(c.batch).enumerate() {
@@ -110,20 +115,31 @@ impl Occlusion {
                 batch.extend_from_slice(&img);
             }
             let scores = score(&batch, chunk.len())?;
-            for (&(x0, y0), &p) in chunk.iter().zip(&scores) {
-                let drop = (base - p) as f64;
+            if scores.len() != chunk.len() * t {
+                return Err(Error::Numerical(
+                    "occlusion: the scoring function returned the wrong number of scores".into(),
+                ));
+            }
+            for (&(x0, y0), s) in chunk.iter().zip(scores.chunks(t)) {
                 for y in y0 as usize..y0 as usize + wh {
                     for x in x0 as usize..x0 as usize + ww {
-                        sum[y * w as usize + x] += drop;
+                        for (k, (&b, &p)) in base.iter().zip(s).enumerate() {
+                            sum[k][y * w as usize + x] += (b - p) as f64;
+                        }
                         count[y * w as usize + x] += 1;
                     }
                 }
             }
             report(bi + 1, passes)?;
         }
-        let map: Vec<f32> =
-            sum.iter().zip(&count).map(|(&s, &n)| if n == 0 { 0.0 } else { (s / n as f64) as f32 }).collect();
-        Ok((Heatmap::new(w, h, map)?, windows.len()))
+        let maps = sum
+            .iter()
+            .map(|sum| {
+                let m = sum.iter().zip(&count).map(|(&s, &n)| if n == 0 { 0.0 } else { (s / n as f64) as f32 });
+                Heatmap::new(w, h, m.collect())
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((maps, windows.len()))
     }
 
     /// Explains each image (its predicted class, or `target`).
@@ -143,8 +159,9 @@ impl Occlusion {
             let mut score = target_probability(bundle, prediction.target.index, w, h);
             let mut report =
                 |done: usize, passes: usize| control.report((ii * passes + done) as u32, (n_images * passes) as u32);
-            let (map, windows) =
-                self.map(fill, &input.pre.pixel_values, w, h, prediction.target.probability, &mut score, &mut report)?;
+            let base = [prediction.target.probability];
+            let (mut maps, windows) = self.maps(fill, &input.pre.pixel_values, w, h, &base, &mut score, &mut report)?;
+            let map = maps.remove(0);
             let mut summary = serde_json::Map::new();
             summary.insert("windows".into(), windows.into());
             Ok(BaselineExplanation {
@@ -179,11 +196,11 @@ impl Occlusion {
             .map(|c| {
                 let t = bundle.tokenizer.encode(c)?;
                 let f = model.text_features(&t.ids)?;
-                Ok((t, l2_normalise(&f)?))
+                Ok((t, unit(&f.to_dtype(DType::F32)?)?))
             })
             .collect::<Result<_>>()?;
-        let total = images.len() * captions.len();
         let fill = self.fill_values(&bundle.preprocessor);
+        let texts_t = Tensor::cat(&texts.iter().map(|(_, f)| f.clone()).collect::<Vec<_>>(), 0)?.t()?;
         let mut out = Vec::with_capacity(images.len());
         for (ii, image) in images.iter().enumerate() {
             control.check()?;
@@ -194,19 +211,20 @@ impl Occlusion {
             }
             let (w, h) = (pre.width, pre.height);
             let dev = &model.device;
+            // every window batch goes through the vision tower once, for all captions
+            let mut score = |batch: &[f32], n: usize| -> Result<Vec<f32>> {
+                let x = Tensor::from_slice(batch, (n, 3, h as usize, w as usize), dev)?;
+                let img = unit(&model.image_features(&x)?.to_dtype(DType::F32)?)?;
+                Ok(img.matmul(&texts_t)?.flatten_all()?.to_vec1::<f32>()?)
+            };
+            let base = score(&pre.pixel_values, 1)?;
+            let mut report = |done: usize, passes: usize| {
+                control.report((ii * passes + done) as u32, (images.len() * passes) as u32)
+            };
+            let (heatmaps, _) = self.maps(fill, &pre.pixel_values, w, h, &base, &mut score, &mut report)?;
             let mut maps = Vec::new();
             let mut results = Vec::new();
-            for (ci, (tokens, text)) in texts.iter().enumerate() {
-                let mut score = |batch: &[f32], n: usize| -> Result<Vec<f32>> {
-                    let x = Tensor::from_slice(batch, (n, 3, h as usize, w as usize), dev)?;
-                    let img = l2_normalise(&model.image_features(&x)?)?;
-                    Ok(img.matmul(&text.t()?)?.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
-                };
-                let base = score(&pre.pixel_values, 1)?[0];
-                let k = ii * captions.len() + ci;
-                let mut report =
-                    |done: usize, passes: usize| control.report((k * passes + done) as u32, (total * passes) as u32);
-                let (map, _) = self.map(fill, &pre.pixel_values, w, h, base, &mut score, &mut report)?;
+            for (ci, (map, (tokens, _))) in heatmaps.into_iter().zip(&texts).enumerate() {
                 maps.push(crate::explain::NamedMap {
                     name: "occlusion".into(),
                     units: "similarity_drop".into(),
@@ -218,7 +236,7 @@ impl Occlusion {
                     tokens: tokens.text.clone(),
                     token_ids: tokens.ids.clone(),
                     scores: vec![],
-                    similarity: base,
+                    similarity: base[ci],
                 });
             }
             out.push(crate::explain::Explanation {
@@ -235,10 +253,4 @@ impl Occlusion {
         }
         Ok(out)
     }
-}
-
-/// Rows scaled to unit length.
-fn l2_normalise(t: &Tensor) -> Result<Tensor> {
-    let t = t.to_dtype(DType::F32)?;
-    Ok(t.broadcast_div(&t.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12f32, f32::MAX)?)?)
 }

@@ -253,15 +253,28 @@ impl Iba {
 /// 0), in bits, per input pixel (× h·w/(W·H)), resized to `width × height` with mirrored
 /// borders. Also returns the per-position capacity in bits and the total in bits.
 pub fn saliency_map(capacity: &Tensor, width: u32, height: u32) -> Result<(Heatmap, Heatmap, f32)> {
+    let grid = bits_grid(capacity)?;
+    let total = grid.data.iter().map(|&v| v as f64).sum::<f64>() as f32;
+    Ok((bits_per_pixel(&grid, width, height)?, grid, total))
+}
+
+/// Capacity `[C, h, w]` (nats) summed over channels, in bits per feature-map position (NaN as 0).
+pub fn bits_grid(capacity: &Tensor) -> Result<Heatmap> {
     let (_, h, w) = capacity.dims3()?;
     let per_pos = capacity.to_dtype(candle_core::DType::F64)?.sum(0)?.flatten_all()?.to_vec1::<f64>()?;
     let ln2 = std::f64::consts::LN_2;
     let bits: Vec<f32> = per_pos.iter().map(|&v| if v.is_nan() { 0.0 } else { (v / ln2) as f32 }).collect();
-    let total = bits.iter().map(|&v| v as f64).sum::<f64>() as f32;
-    let scale = (h * w) as f64 / (width as f64 * height as f64);
-    let grid = Heatmap::new(w as u32, h as u32, bits.clone())?;
-    let per_pixel = Heatmap::new(w as u32, h as u32, bits.iter().map(|&b| (b as f64 * scale) as f32).collect())?;
-    Ok((per_pixel.resize_bilinear_mirror(width, height), grid, total))
+    Heatmap::new(w as u32, h as u32, bits)
+}
+
+/// A map in bits per feature-map position as bits per input pixel (× h·w/(W·H)), resized to
+/// `width × height` like the official `to_saliency_map` (bilinear, mirrored borders): its sum
+/// stays the grid's total.
+pub fn bits_per_pixel(grid: &Heatmap, width: u32, height: u32) -> Result<Heatmap> {
+    let scale = (grid.width as f64 * grid.height as f64) / (width as f64 * height as f64);
+    let per_pixel =
+        Heatmap::new(grid.width, grid.height, grid.data.iter().map(|&b| (b as f64 * scale) as f32).collect())?;
+    Ok(per_pixel.resize_bilinear_mirror(width, height))
 }
 
 #[cfg(test)]

@@ -71,6 +71,29 @@ impl Default for ReadoutConfig {
     }
 }
 
+impl ReadoutConfig {
+    /// Checks ranges, with messages that say what is allowed.
+    pub fn validate(&self) -> Result<()> {
+        self.fit.validate()?;
+        if self.samples == 0 || self.samples > 100_000 {
+            return Err(Error::invalid(format!("samples must be in 1..=100000, got {}", self.samples)));
+        }
+        if !(self.beta.is_finite() && self.beta >= 0.0) {
+            return Err(Error::invalid(format!("beta must be a finite number >= 0, got {}", self.beta)));
+        }
+        if !(self.sigma.is_finite() && (0.0..=64.0).contains(&self.sigma)) {
+            return Err(Error::invalid(format!("sigma must be in [0, 64], got {}", self.sigma)));
+        }
+        if !(self.min_std.is_finite() && self.min_std > 0.0) {
+            return Err(Error::invalid(format!("min_std must be > 0, got {}", self.min_std)));
+        }
+        if !(0.0..=1.0).contains(&self.active_threshold) {
+            return Err(Error::invalid(format!("active_threshold must be in [0, 1], got {}", self.active_threshold)));
+        }
+        Ok(())
+    }
+}
+
 /// The bound on `α` (the official readout's).
 const ALPHA_BOUND: f64 = 5.0;
 
@@ -108,11 +131,10 @@ fn interpolation(n_in: usize, n_out: usize) -> Vec<f32> {
     m
 }
 
-/// A tap's output `[1, C, h, w]` or `[1, C]` as `[C, H, W]` on the bottleneck grid.
+/// A feature-map tap's output `[1, C, h, w]` as `[C, H, W]` on the bottleneck grid.
 fn to_grid(t: &Tensor, h: usize, w: usize) -> Result<Tensor> {
     let t = t.squeeze(0)?;
     match t.rank() {
-        1 => Ok(t.reshape((t.dim(0)?, 1, 1))?.broadcast_as((t.dim(0)?, h, w))?.contiguous()?),
         3 => {
             let (c, hi, wi) = t.dims3()?;
             if (hi, wi) == (h, w) {
@@ -126,54 +148,6 @@ fn to_grid(t: &Tensor, h: usize, w: usize) -> Result<Tensor> {
         }
         r => Err(Error::invalid(format!("a readout tap must give a feature map or a vector, got rank {}", r + 1))),
     }
-}
-
-/// A fixed model input for recognising a model: smooth waves in input units.
-fn probe_input(h: usize, w: usize, device: &Device) -> Result<Tensor> {
-    let v: Vec<f32> = (0..3 * h * w)
-        .map(|i| {
-            let (c, y, x) = (i / (h * w), (i / w) % h, i % w);
-            ((x as f32 + 1.0) * 0.11 * (c as f32 + 1.0)).sin() + 0.5 * ((y as f32 + 1.0) * 0.07).cos()
-        })
-        .collect();
-    Ok(Tensor::from_vec(v, (1, 3, h, w), device)?)
-}
-
-/// What identifies a model for a state file: classes, taps and the logits of a fixed input.
-pub fn model_signature(net: &Network, input: (usize, usize), device: &Device) -> Result<serde_json::Value> {
-    let logits = net.forward(&probe_input(input.0, input.1, device)?)?.flatten_all()?.to_dtype(DType::F32)?;
-    let probe: Vec<f32> = logits.to_vec1::<f32>()?.into_iter().take(16).collect();
-    Ok(
-        serde_json::json!({ "classes": net.num_classes, "taps": net.taps(), "input": [input.0, input.1], "probe": probe }),
-    )
-}
-
-/// Fails unless `net` is the model `signature` was taken from.
-pub fn check_signature(net: &Network, signature: &serde_json::Value, what: &str, device: &Device) -> Result<()> {
-    let input =
-        signature["input"].as_array().and_then(|a| Some((a.first()?.as_u64()? as usize, a.get(1)?.as_u64()? as usize)));
-    let Some((h, w)) = input.filter(|&(h, w)| (1..=4096).contains(&h) && (1..=4096).contains(&w)) else {
-        return Err(Error::invalid(format!("the {what} has no valid model signature")));
-    };
-    let mine = model_signature(net, (h, w), device)?;
-    let other = |why: String| {
-        Err(Error::invalid(format!("the {what} was trained for another model ({why}); fit it again for this one")))
-    };
-    if mine["classes"] != signature["classes"] {
-        return other(format!("{} classes, this model has {}", signature["classes"], mine["classes"]));
-    }
-    if mine["taps"] != signature["taps"] {
-        return other("different layers".into());
-    }
-    let f = |v: &serde_json::Value| -> Vec<f64> {
-        v.as_array().map(|a| a.iter().filter_map(|x| x.as_f64()).collect()).unwrap_or_default()
-    };
-    let (a, b) = (f(&mine["probe"]), f(&signature["probe"]));
-    let scale = a.iter().chain(&b).fold(1.0f64, |m, v| m.max(v.abs()));
-    if a.len() != b.len() || a.iter().zip(&b).any(|(x, y)| (x - y).abs() > 1e-3 * scale) {
-        return other("different weights: its outputs on a probe input differ".into());
-    }
-    Ok(())
 }
 
 /// A trained (or training) readout for one model.
@@ -216,14 +190,20 @@ impl Readout {
         views: &Views<'_>,
     ) -> Result<Self> {
         net.check_tap(layer)?;
+        config.validate()?;
         if taps.is_empty() {
             return Err(Error::invalid("the readout needs at least one tap"));
+        }
+        if views.count == 0 {
+            return Err(Error::invalid("no training images"));
         }
         let names: Vec<&str> = std::iter::once(layer).chain(taps.iter().map(String::as_str)).collect();
         let mut sums: Vec<(Vec<f64>, Vec<f64>, f64)> = Vec::new();
         let mut welford: Option<Welford> = None;
+        let mut dev = Device::Cpu;
         for i in 0..views.count {
             let outs = net.forward_taps(&(views.view)(0, i)?, &names)?;
+            dev = outs[0].device().clone();
             if prior.is_none() {
                 let x = outs[0].squeeze(0)?.to_dtype(DType::F32)?;
                 welford.get_or_insert_with(|| Welford::new(x.dims())).update(&x.flatten_all()?.to_vec1::<f32>()?)?;
@@ -243,7 +223,6 @@ impl Readout {
                 e.2 += (t.elem_count() / c) as f64;
             }
         }
-        let dev = net_device(&views.batch(0, &[0])?);
         let prior = match prior {
             Some(p) => p,
             None => welford.ok_or_else(|| Error::invalid("no training views"))?.stats(
@@ -355,6 +334,11 @@ impl Readout {
         }
     }
 
+    /// The channel count of readout tap `k`, if it exists.
+    pub fn tap_width(&self, k: usize) -> Option<usize> {
+        self.tap_stats.get(k).and_then(|(m, _)| m.dim(0).ok())
+    }
+
     /// Readout tap `k`'s output `[N, C, …]` standardised per channel with the training statistics.
     pub fn standardise_tap(&self, k: usize, t: &Tensor) -> Result<Tensor> {
         let (mean, std) = &self.tap_stats[k];
@@ -366,23 +350,33 @@ impl Readout {
     /// The bottleneck's capacity `[C, H, W]` (nats) for an image, and the pass it came from.
     pub fn capacity(&self, net: &Network, pixels: &Tensor) -> Result<(Tensor, ReadoutPass)> {
         let pass = self.pass(net, pixels)?;
-        let alpha = bound(&self.network(&pass)?.0)?.t()?.reshape(pass.r.dims())?;
-        Ok((bottleneck::capacity_at(&pass.r, &alpha, &self.mask())?, pass))
+        Ok((self.capacity_from(&pass)?, pass))
     }
 
-    /// The loss on one view (`pixels [1, 3, H, W]`, target = its top-1) and the readout's
-    /// weight gradients.
+    /// The capacity `[C, H, W]` (nats) for a clean pass; NaN or infinity is an error.
+    pub fn capacity_from(&self, pass: &ReadoutPass) -> Result<Tensor> {
+        let alpha = bound(&self.network(pass)?.0)?.t()?.reshape(pass.r.dims())?;
+        let cap = bottleneck::capacity_at(&pass.r, &alpha, &self.mask())?;
+        if !crate::numerics::all_finite(&cap)? {
+            return Err(Error::Numerical(
+                "the readout's capacity contains NaN or infinity (is the input finite?)".into(),
+            ));
+        }
+        Ok(cap)
+    }
+
+    /// The loss on one view's clean pass (target = its top-1) and the readout's weight
+    /// gradients.
     pub fn loss_and_grads(
         &self,
         net: &Network,
-        pixels: &Tensor,
+        pass: &ReadoutPass,
         beta: f64,
         samples: usize,
         noise: &mut dyn NoiseSource,
     ) -> Result<(StepTrace, MlpGrads)> {
-        let pass = self.pass(net, pixels)?;
         let target = pass.logits.flatten_all()?.argmax(D::Minus1)?.to_scalar::<u32>()? as usize;
-        let (tape_out, tape) = self.network(&pass)?;
+        let (tape_out, tape) = self.network(pass)?;
         let dims = pass.r.dims().to_vec();
         let alpha = bound(&tape_out)?.t()?.reshape(dims.as_slice())?;
         let eps = noise.sample(0, 0, samples, &dims, pass.r.device())?;
@@ -441,10 +435,6 @@ impl Readout {
     }
 }
 
-fn net_device(t: &Tensor) -> Device {
-    t.device().clone()
-}
-
 /// Trains a [`Readout`] (the learner for [`fit::run`]).
 pub struct ReadoutTrainer<'a> {
     pub net: &'a Network,
@@ -453,37 +443,30 @@ pub struct ReadoutTrainer<'a> {
     pub config: ReadoutConfig,
     signature: serde_json::Value,
     steps: u64,
+    /// What the caller trains on (e.g. the number and names of the images), stored in the
+    /// state so that a resumed run can check it has the same data.
+    pub data: serde_json::Value,
 }
 
 impl<'a> ReadoutTrainer<'a> {
-    /// A new trainer, or (`resume`) the state in `out`, checked to be this model's.
+    /// A new trainer for `net`, whose inputs are `input` (height, width).
     pub fn new(net: &'a Network, readout: Readout, config: ReadoutConfig, input: (usize, usize)) -> Result<Self> {
+        config.validate()?;
         let adam = MlpAdam::new(&readout.mlp, config.fit.lr)?;
         let device = readout.prior.mean.device().clone();
-        let signature = model_signature(net, input, &device)?;
-        Ok(ReadoutTrainer { net, readout, adam, config, signature, steps: 0 })
-    }
-
-    /// The training settings (epochs, batch, lr, seed).
-    pub fn settings(&self) -> &FitSettings {
-        &self.config.fit
+        let signature = fit::model_signature(net, input, &device)?;
+        Ok(ReadoutTrainer { net, readout, adam, config, signature, steps: 0, data: serde_json::Value::Null })
     }
 
     /// Resumes from a state file; returns the trainer and the epochs already done.
     pub fn resume(net: &'a Network, path: &Path, device: &Device) -> Result<(Self, usize)> {
-        let (map, header) = fit::load_state(path)?;
-        if header["kind"] != "iba-readout" {
-            return Err(Error::format(path, "not an IBA readout state"));
-        }
-        check_signature(net, &header["signature"], "readout", device)?;
+        let (map, header) = fit::load_checked(path, "iba-readout", net, device)?;
         let readout = Readout::load_from(&map, &header, path, device)?;
         let config: ReadoutConfig = serde_json::from_value(header["config"].clone())
             .map_err(|e| Error::format(path, format!("config: {e}")))?;
-        Self::restore(net, readout, config, &map, &header)
+        Self::restore(net, readout, config, &map, &header, path)
     }
-}
 
-impl<'a> ReadoutTrainer<'a> {
     /// Adds the readout, its optimiser state, the model signature and the progress to a state.
     pub fn save_into(
         &self,
@@ -494,6 +477,7 @@ impl<'a> ReadoutTrainer<'a> {
         header["signature"] = self.signature.clone();
         header["epochs_done"] = serde_json::json!(epochs_done);
         header["steps"] = serde_json::json!(self.steps);
+        header["data"] = self.data.clone();
         self.readout.save_into(map, header);
         self.adam.save_into("readout.adam", map)
     }
@@ -505,28 +489,28 @@ impl<'a> ReadoutTrainer<'a> {
         config: ReadoutConfig,
         map: &HashMap<String, Tensor>,
         header: &serde_json::Value,
+        path: &Path,
     ) -> Result<(Self, usize)> {
+        config.validate().map_err(|e| Error::format(path, e.to_string()))?;
         let adam = MlpAdam::load_from("readout.adam", map, &readout.mlp, config.fit.lr)?;
-        let done = header["epochs_done"].as_u64().unwrap_or(0) as usize;
-        let steps = header["steps"].as_u64().unwrap_or(0);
-        Ok((ReadoutTrainer { net, readout, adam, config, signature: header["signature"].clone(), steps }, done))
+        let done = fit::header_count(header, "epochs_done", path)? as usize;
+        let steps = fit::header_count(header, "steps", path)?;
+        let (signature, data) = (header["signature"].clone(), header["data"].clone());
+        Ok((ReadoutTrainer { net, readout, adam, config, signature, steps, data }, done))
     }
-}
 
-impl Learner for ReadoutTrainer<'_> {
-    fn step(&mut self, pixels: &Tensor) -> Result<Vec<(&'static str, f32)>> {
+    /// One update from a batch; also returns each view's clean pass (Dual-IB's critic reads
+    /// its inputs from them instead of running the network again).
+    pub fn step_with_passes(&mut self, pixels: &Tensor) -> Result<(fit::Terms, Vec<ReadoutPass>)> {
         let b = pixels.dim(0)?;
         let mut total: Option<MlpGrads> = None;
         let (mut loss, mut comp, mut fitting) = (0f32, 0f32, 0f32);
+        let mut passes = Vec::with_capacity(b);
         for i in 0..b {
             let mut noise = SeededNoise::new(self.config.fit.seed, self.steps * 4096 + i as u64 + 1);
-            let (t, g) = self.readout.loss_and_grads(
-                self.net,
-                &pixels.narrow(0, i, 1)?,
-                self.config.beta,
-                self.config.samples,
-                &mut noise,
-            )?;
+            let pass = self.readout.pass(self.net, &pixels.narrow(0, i, 1)?)?;
+            let (t, g) =
+                self.readout.loss_and_grads(self.net, &pass, self.config.beta, self.config.samples, &mut noise)?;
             loss += t.loss / b as f32;
             comp += t.compression / b as f32;
             fitting += t.fitting / b as f32;
@@ -534,11 +518,18 @@ impl Learner for ReadoutTrainer<'_> {
                 Some(acc) => acc.plus(&g)?,
                 None => g,
             });
+            passes.push(pass);
         }
         let grads = total.expect("a batch has at least one view").scale(1.0 / b as f64)?;
         self.adam.step(&mut self.readout.mlp, &grads)?;
         self.steps += 1;
-        Ok(vec![("loss", loss), ("mean_kl_nats", comp), ("log_prob", fitting)])
+        Ok((vec![("loss", loss), ("mean_kl_nats", comp), ("log_prob", fitting)], passes))
+    }
+}
+
+impl Learner for ReadoutTrainer<'_> {
+    fn step(&mut self, pixels: &Tensor) -> Result<Vec<(&'static str, f32)>> {
+        Ok(self.step_with_passes(pixels)?.0)
     }
 
     fn save(&self, path: &Path, epochs_done: usize) -> Result<()> {
@@ -558,11 +549,7 @@ pub struct IbaReadout {
 impl IbaReadout {
     /// Loads a readout state for `net` (fails if it was trained for another model).
     pub fn load(net: &Network, path: &Path, device: &Device) -> Result<Self> {
-        let (map, header) = fit::load_state(path)?;
-        if header["kind"] != "iba-readout" {
-            return Err(Error::format(path, format!("a {} state, not an IBA readout", header["kind"])));
-        }
-        check_signature(net, &header["signature"], "readout", device)?;
+        let (map, header) = fit::load_checked(path, "iba-readout", net, device)?;
         Ok(IbaReadout { readout: Readout::load_from(&map, &header, path, device)?, path: path.to_path_buf() })
     }
 
@@ -589,7 +576,9 @@ impl IbaReadout {
         control: &mut crate::control::RunControl<'_>,
     ) -> Result<Vec<crate::explain::Explanation>> {
         use crate::explain::{classifier, Explanation, NamedMap};
-        classifier::each_image(bundle, images, control, |_, input, _| {
+        let n = images.len() as u32;
+        classifier::each_image(bundle, images, control, |i, input, control| {
+            control.report(i as u32 + 1, n)?;
             let start = std::time::Instant::now();
             let (saliency, grid, total, logits) = self.saliency(&bundle.network, &input.pixels)?;
             let prediction = classifier::predict(bundle, &logits, None)?;
@@ -666,7 +655,8 @@ mod tests {
         last.weight = (&last.weight * 3000.0).unwrap();
         let loss = |r: &Readout| {
             let mut noise = SeededNoise::new(7, 1);
-            r.loss_and_grads(&net, &inputs[1], 0.3, 3, &mut noise).unwrap()
+            let pass = r.pass(&net, &inputs[1]).unwrap();
+            r.loss_and_grads(&net, &pass, 0.3, 3, &mut noise).unwrap()
         };
         let (_, grads) = loss(&r);
         let e = 1e-2f32;

@@ -9,7 +9,7 @@
 
 use crate::control::RunControl;
 use crate::error::{Error, Result};
-use crate::imaging::augment::random_resized_crop_flip;
+use crate::imaging::augment::augmented_input;
 use crate::imaging::image::RgbImage;
 use crate::models::cnn::ClassifierBundle;
 use candle_core::{DType, Device, Tensor};
@@ -177,26 +177,16 @@ impl Welford {
     /// `feature_std_unclamped`, `welford_m2`, `nonzero_count`, `n_samples`, `active_mask`
     /// (non-zero in more than `active_threshold` of the samples).
     pub fn save(&self, path: &Path, min_std: f64, active_threshold: f64) -> Result<()> {
-        if self.n < 2 {
-            return Err(Error::invalid("statistics need at least 2 samples"));
-        }
         let dev = Device::Cpu;
+        let mut map = std::collections::HashMap::new();
+        self.stats(min_std, active_threshold, &dev)?.save_into(&mut map);
         let f = |v: Vec<f64>| -> Result<Tensor> {
             Ok(Tensor::from_vec(v.into_iter().map(|x| x as f32).collect::<Vec<_>>(), self.dims.as_slice(), &dev)?)
         };
-        let std = self.std();
-        let n = self.n as f64;
-        let mut map = std::collections::HashMap::new();
-        map.insert("feature_mean".to_string(), f(self.mean.clone())?);
-        map.insert("feature_std".to_string(), f(std.iter().map(|s| s.max(min_std)).collect())?);
-        map.insert("feature_std_unclamped".to_string(), f(std)?);
+        map.insert("feature_std_unclamped".to_string(), f(self.std())?);
         map.insert("welford_m2".to_string(), f(self.m2.clone())?);
         map.insert("nonzero_count".to_string(), Tensor::from_vec(self.nonzero.clone(), self.dims.as_slice(), &dev)?);
         map.insert("n_samples".to_string(), Tensor::from_vec(vec![self.n as i64], 1, &dev)?);
-        map.insert(
-            "active_mask".to_string(),
-            f(self.nonzero.iter().map(|&c| if c as f64 / n > active_threshold { 1.0 } else { 0.0 }).collect())?,
-        );
         candle_core::safetensors::save(&map, path).map_err(|e| Error::format(path, format!("cannot write: {e}")))
     }
 }
@@ -223,10 +213,6 @@ pub fn estimate(
     }
     bundle.network.check_tap(tap)?;
     let (w, h) = (bundle.preprocessor.crop_width, bundle.preprocessor.crop_height);
-    // the views are already model-sized: only normalise them
-    let mut normalise = bundle.preprocessor.clone();
-    normalise.do_resize = false;
-    normalise.do_center_crop = false;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut est: Option<Welford> = None;
     let mut done = 0;
@@ -235,8 +221,7 @@ pub fn estimate(
         let m = batch.min(samples - done);
         let mut pixels = Vec::with_capacity(m * 3 * (w * h) as usize);
         for i in done..done + m {
-            let view = random_resized_crop_flip(&images[i % images.len()], w, h, &mut rng)?;
-            pixels.extend(normalise.preprocess(&view)?.pixel_values);
+            pixels.extend(augmented_input(&bundle.preprocessor, &images[i % images.len()], &mut rng)?.pixel_values);
         }
         let x = Tensor::from_vec(pixels, (m, 3, h as usize, w as usize), &bundle.device)?;
         let feats = bundle.network.forward_until(tap, &x)?.to_dtype(DType::F32)?;

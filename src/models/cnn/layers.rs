@@ -28,6 +28,10 @@ pub trait Layer: Send + Sync {
     /// A copy whose learned weights (convolutions, linear layers) are redrawn at random, for
     /// the model-randomisation sanity check (MPRT); normalisations and scales are kept.
     fn randomised(&self, rng: &mut Randomiser) -> Result<Box<dyn Layer>>;
+    /// Whether [`Layer::randomised`] redraws anything here (MPRT skips stages it would not change).
+    fn learned(&self) -> bool {
+        false
+    }
 }
 
 /// Redraws weights for [`Layer::randomised`]: each tensor from a normal distribution with its
@@ -165,6 +169,10 @@ impl Conv2d {
 }
 
 impl Layer for Conv2d {
+    fn learned(&self) -> bool {
+        true
+    }
+
     fn randomised(&self, rng: &mut Randomiser) -> Result<Box<dyn Layer>> {
         Ok(Box::new(Conv2d {
             weight: rng.redraw(&self.weight)?,
@@ -295,6 +303,10 @@ impl Sequence {
 }
 
 impl Layer for Sequence {
+    fn learned(&self) -> bool {
+        self.0.iter().any(|l| l.learned())
+    }
+
     fn randomised(&self, rng: &mut Randomiser) -> Result<Box<dyn Layer>> {
         Ok(Box::new(self.randomised_seq(rng)?))
     }
@@ -335,6 +347,10 @@ pub struct Residual {
 }
 
 impl Layer for Residual {
+    fn learned(&self) -> bool {
+        self.body.learned() || self.skip.as_ref().is_some_and(|s| s.learned())
+    }
+
     fn randomised(&self, rng: &mut Randomiser) -> Result<Box<dyn Layer>> {
         Ok(Box::new(Residual {
             body: self.body.randomised_seq(rng)?,
@@ -593,6 +609,10 @@ impl Linear {
 }
 
 impl Layer for Linear {
+    fn learned(&self) -> bool {
+        true
+    }
+
     fn randomised(&self, rng: &mut Randomiser) -> Result<Box<dyn Layer>> {
         Ok(Box::new(Linear {
             weight: rng.redraw(&self.weight)?,

@@ -52,9 +52,10 @@ impl Network {
         Ok(Network { stages, num_classes: self.num_classes })
     }
 
-    /// The stage names from the top (the logits) down, as MPRT randomises them.
-    pub fn stages_top_down(&self) -> Vec<&str> {
-        self.stages.iter().rev().map(|(n, _)| n.as_str()).collect()
+    /// The stages from the top (the logits) down, as MPRT randomises them: the name and
+    /// whether it has learned weights.
+    pub fn stages_top_down(&self) -> Vec<(&str, bool)> {
+        self.stages.iter().rev().map(|(n, l)| (n.as_str(), l.learned())).collect()
     }
 
     /// The tap names, in order (`input` first).
