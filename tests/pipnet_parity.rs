@@ -120,6 +120,24 @@ fn the_trained_official_checkpoint_predicts_as_the_official_code() {
     }
 }
 
+/// Pillow's bilinear resize, reproduced: the fixture's 28×28 originals resized to 64×64 equal
+/// the `_64.png` files the official preprocessing made.
+#[test]
+fn bilinear_resize_matches_pillow() {
+    use ibex::imaging::image::RgbImage;
+    use ibex::imaging::resize::{resize_with, Filter, PassOrder};
+    let json = common::json_at(&pip("fmnist/expected_public.json"));
+    let mut worst = 0f32;
+    for item in json["items"].as_array().unwrap() {
+        let small = RgbImage::load(&pip(&format!("fmnist/{}", item["image"].as_str().unwrap()))).unwrap();
+        let want = RgbImage::load(&pip(&format!("fmnist/{}", item["image_resized"].as_str().unwrap()))).unwrap();
+        assert_eq!((small.width, want.width), (28, 64));
+        let ours = resize_with(&small, 64, 64, Filter::Bilinear, PassOrder::default());
+        worst = ours.data.iter().zip(&want.data).fold(worst, |m, (a, b)| m.max((a - b).abs()));
+    }
+    assert_eq!(worst, 0.0, "levels differ by up to {worst}");
+}
+
 /// Through `ibex pipnet convert` (the official checkpoint) and the explanation API: for the 20
 /// public images the prediction, the three top classes, and for each the listed prototypes, in
 /// order, with presence, weight, grid location and both boxes, as the official `vis_pred`.
@@ -172,4 +190,86 @@ fn explanations_list_the_official_prototypes_and_boxes() {
     eprintln!("{listed} listed prototypes identical; worst presence/weight/contribution difference {worst:.2e}");
     assert_eq!(listed, 301);
     assert!(worst < 1e-3);
+    // the official checkpoint's thresholds came along with its config: every public (test)
+    // image is in distribution, and `ibex pipnet thresholds` on them keeps ≥ 95 % in
+    assert_eq!(ex_ood(&model, &m, "fmnist/images/test_00000_64.png"), Some(false));
+    let imgs = tmp.path().join("id");
+    std::fs::create_dir(&imgs).unwrap();
+    for item in json["items"].as_array().unwrap() {
+        let f = item["image_resized"].as_str().unwrap();
+        std::fs::copy(pip(&format!("fmnist/{f}")), imgs.join(f.trim_start_matches("images/"))).unwrap();
+    }
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ibex"))
+        .args(["pipnet", "thresholds", "-q", "--model"])
+        .arg(&dir)
+        .arg("--images")
+        .arg(&imgs)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let model = ibex::models::Model::load(None, &dir, &Device::Cpu).unwrap();
+    let inside = json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|it| ex_ood(&model, &m, &format!("fmnist/{}", it["image_resized"].as_str().unwrap())) == Some(false))
+        .count();
+    assert!(inside >= 19, "{inside} of 20 in distribution");
+}
+
+fn ex_ood(model: &ibex::models::Model, m: &ibex::explain::Method, rel: &str) -> Option<bool> {
+    let img = ibex::imaging::image::RgbImage::load(&pip(rel)).unwrap();
+    let ex = m.explain(model, &img, &ibex::explain::Target::default(), &mut ibex::RunControl::default()).unwrap();
+    ex.summary["ood"].as_bool()
+}
+
+/// OOD with the checkpoint's official FPR95 thresholds: the fractions of the two OOD sets the
+/// model accepts as in-distribution equal the official `eval_ood`'s (digits 0.4257, uniform
+/// noise 0.181), through our preprocessing (28×28 → PIL-bilinear 64×64 → normalise).
+#[test]
+fn ood_sets_are_accepted_as_often_as_by_the_official_code() {
+    use ibex::imaging::image::RgbImage;
+    use ibex::models::pipnet::PipNetBundle;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(pip("fmnist/net_trained.safetensors"), tmp.path().join("model.safetensors")).unwrap();
+    std::fs::copy(pip("fmnist/config.json"), tmp.path().join("config.json")).unwrap();
+    let bundle = PipNetBundle::load(tmp.path(), &Device::Cpu).unwrap();
+    assert!(bundle.ood_thresholds.is_some());
+    let sets = load("fmnist/ood_images.safetensors");
+    let cfg = common::json_at(&pip("fmnist/config.json"));
+    for (name, key) in [("digits", "digits_ood"), ("noise", "noise_ood")] {
+        let raw = sets[name].flatten_all().unwrap().to_vec1::<u8>().unwrap();
+        let n = raw.len() / (28 * 28);
+        let mut accepted = 0usize;
+        for chunk in (0..n).collect::<Vec<_>>().chunks(256) {
+            let mut px = Vec::new();
+            for &i in chunk {
+                let gray = &raw[i * 784..(i + 1) * 784];
+                let rgb: Vec<f32> = gray.iter().flat_map(|&g| [g as f32; 3]).collect();
+                let img = RgbImage::new(28, 28, rgb, true).unwrap();
+                px.extend(bundle.preprocessor.preprocess(&img).unwrap().pixel_values);
+            }
+            let x = Tensor::from_vec(px, (chunk.len(), 3, 64, 64), &Device::Cpu).unwrap();
+            let o = bundle.model.forward(&x).unwrap().o.to_vec2::<f32>().unwrap();
+            accepted += o.iter().filter(|o| bundle.is_ood(o) == Some(false)).count();
+        }
+        let ours = accepted as f64 / n as f64;
+        let official = cfg["ood_fpr95_on_checkpoint"]["ood"][key]["fpr95"].as_f64().unwrap();
+        eprintln!("{name}: accepted as in-distribution {ours:.4} (official {official:.4}, n = {n})");
+        assert!((ours - official).abs() <= 1.0 / n as f64 + 1e-9, "{name}: {ours} vs {official}");
+    }
+    let mean = [0.485f32, 0.456, 0.406];
+    let std = [0.229f32, 0.224, 0.225];
+    let black: Vec<f32> = (0..3 * 64 * 64).map(|i| -mean[i / 4096] / std[i / 4096]).collect();
+    let o = bundle.model.forward(&Tensor::from_vec(black, (1, 3, 64, 64), &Device::Cpu).unwrap()).unwrap();
+    let (unclamped, clamped) =
+        (o.o.to_vec2::<f32>().unwrap().remove(0), o.o_clamped.to_vec2::<f32>().unwrap().remove(0));
+    let best = (0..10).max_by(|&a, &b| unclamped[a].total_cmp(&unclamped[b])).unwrap();
+    eprintln!(
+        "all-black image: best class {best} score {:.3} (threshold {:.3}), clamped max {:.3}, ood {:?}",
+        unclamped[best],
+        bundle.ood_thresholds.as_ref().unwrap()[best],
+        clamped.iter().fold(0f32, |m, &v| m.max(v)),
+        bundle.is_ood(&unclamped)
+    );
 }

@@ -117,6 +117,71 @@ enum PipnetCommand {
     /// Write a model directory (model.safetensors + config.json) from an official PIP-Net
     /// checkpoint (`torch.save` file) and its config.
     Convert(ConvertArgs),
+    /// Compute per-class OOD thresholds (the official FPR95 procedure) over in-distribution
+    /// images and store them in the model's config.json; explanations then report `ood`.
+    Thresholds(ThresholdsArgs),
+}
+
+#[derive(Args)]
+struct ThresholdsArgs {
+    /// A PIP-Net model directory (from `ibex pipnet convert`).
+    #[arg(long)]
+    model: PathBuf,
+    /// In-distribution images (a folder, searched one level of class folders deep).
+    #[arg(long)]
+    images: PathBuf,
+    /// The share of in-distribution images to accept, in percent.
+    #[arg(long, default_value_t = 95.0)]
+    percent: f64,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn run_thresholds(a: ThresholdsArgs) -> Result<()> {
+    let device = ibex::device::parse_device("cpu")?;
+    let Model::PipNet(bundle) = Model::load(Some("pipnet"), &a.model, &device)? else {
+        return Err(Error::Unsupported("thresholds are for PIP-Net models".into()));
+    };
+    // the folder itself, or an ImageFolder tree (one level of class folders)
+    let mut files = image_files(&a.images).unwrap_or_default();
+    if files.is_empty() {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(&a.images)
+            .map_err(|e| Error::io(&a.images, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .collect();
+        dirs.sort();
+        for d in dirs {
+            files.extend(image_files(&d).unwrap_or_default());
+        }
+    }
+    if files.is_empty() {
+        return Err(Error::NotFound(format!("{}: no images", a.images.display())));
+    }
+    let bar = progress_bar(a.quiet, "thresholds");
+    bar.set_length(files.len() as u64);
+    let mut scores = Vec::with_capacity(files.len());
+    for (i, f) in files.iter().enumerate() {
+        let pre = bundle.preprocessor.preprocess(&RgbImage::load(f)?)?;
+        let x =
+            candle_core::Tensor::from_vec(pre.pixel_values, (1, 3, pre.height as usize, pre.width as usize), &device)?;
+        scores.push(bundle.model.forward(&x)?.o.flatten_all()?.to_vec1::<f32>()?);
+        bar.set_position(i as u64 + 1);
+    }
+    bar.finish_and_clear();
+    let t = ibex::models::pipnet::fpr_thresholds(&scores, bundle.model.classes(), a.percent)?;
+    let cfg_path = a.model.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::format(&cfg_path, e.to_string()))?;
+    cfg["ood_thresholds"] = serde_json::json!(t);
+    cfg["ood_percent"] = serde_json::json!(a.percent);
+    let tmp = cfg_path.with_extension("json.partial");
+    std::fs::write(&tmp, serde_json::to_string_pretty(&cfg).expect("serialises")).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, &cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+    println!("{} images; thresholds per class: {t:?} -> {}", files.len(), cfg_path.display());
+    Ok(())
 }
 
 #[derive(Args)]
@@ -1211,6 +1276,7 @@ fn main() {
         Command::Eval(a) => run_eval(a),
         Command::Iba(IbaCommand::FitReadout(a)) => run_fit_readout(a),
         Command::Pipnet(PipnetCommand::Convert(a)) => run_convert(a),
+        Command::Pipnet(PipnetCommand::Thresholds(a)) => run_thresholds(a),
         Command::DualIb(DualIbCommand::Fit(a)) => run_fit_dual_ib(a),
     };
     if let Err(e) = r {

@@ -14,6 +14,9 @@
 //!   reproduced: the last **column** is snapped to `[S − P, S]`, the last row is not (the official
 //!   code tests `softmaxes.shape[1]`, the prototype count, where it means the grid height).
 //!
+//! `ood` (with thresholds from `ibex pipnet thresholds`): the best un-clamped score is below
+//! its class's threshold, the official `eval_ood` rule; null without thresholds.
+//!
 //! Maps at the input resolution: the class evidence of the predicted class `Σ_d relu(W_cd)·z_d`
 //! (main map) and each listed prototype's presence map `z_d`, bilinearly upsampled.
 
@@ -187,6 +190,8 @@ impl PipNetExplainer {
         summary.insert("scores".into(), serde_json::json!(scores));
         summary.insert("predicted".into(), serde_json::json!(if abstained { None } else { Some(predicted) }));
         summary.insert("abstained".into(), serde_json::json!(abstained));
+        let unclamped = o.o.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        summary.insert("ood".into(), serde_json::json!(bundle.is_ood(&unclamped)));
         summary.insert("prototypes".into(), serde_json::to_value(&top[0].prototypes)?);
         summary.insert("top_classes".into(), serde_json::to_value(&top)?);
         summary.insert("present_prototypes".into(), serde_json::json!(p.iter().filter(|&&v| v > 0.0).count()));

@@ -15,7 +15,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::image::{RgbImage, MAX_PIXELS};
-use super::resize::resize_bicubic;
+use super::resize::{resize_with, Filter, PassOrder};
 use crate::error::{Error, Result};
 
 /// OpenAI CLIP's per-channel mean, `OPENAI_CLIP_MEAN` in transformers
@@ -25,8 +25,9 @@ pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 /// (0.26862954, 0.26130258, 0.27577711, written here with the digits an `f32` keeps).
 pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 
-/// Pillow's resampling code for bicubic, the only one supported.
+/// Pillow's resampling codes for bicubic and bilinear, the ones supported.
 const PIL_BICUBIC: u64 = 3;
+const PIL_BILINEAR: u64 = 2;
 
 /// The settings of a `CLIPImageProcessor` (`preprocessor_config.json`).
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +52,8 @@ pub struct ClipPreprocessor {
     pub mean: [f32; 3],
     /// Per-channel standard deviation (`image_std`).
     pub std: [f32; 3],
+    /// The resize filter (`resample`: 3 bicubic, 2 bilinear).
+    pub resample: Filter,
 }
 
 /// The model input made from one image.
@@ -86,6 +89,7 @@ impl ClipPreprocessor {
             do_normalize: true,
             mean: CLIP_MEAN,
             std: CLIP_STD,
+            resample: Filter::Bicubic,
         }
     }
 
@@ -203,7 +207,8 @@ impl ClipPreprocessor {
         }
         if let Some(v) = obj.get("resample").filter(|v| !v.is_null()) {
             match v.as_u64() {
-                Some(PIL_BICUBIC) => {}
+                Some(PIL_BICUBIC) => pp.resample = Filter::Bicubic,
+                Some(PIL_BILINEAR) => pp.resample = Filter::Bilinear,
                 _ => {
                     let name = match v.as_u64() {
                         Some(0) => " (nearest)",
@@ -213,7 +218,7 @@ impl ClipPreprocessor {
                         Some(5) => " (hamming)",
                         _ => "",
                     };
-                    return Err(format!("\"resample\" is {v}{name}; only 3 (bicubic) is supported"));
+                    return Err(format!("\"resample\" is {v}{name}; only 3 (bicubic) and 2 (bilinear) are supported"));
                 }
             }
         }
@@ -286,7 +291,11 @@ impl ClipPreprocessor {
                 self.shortest_edge
             )));
         }
-        let resized = if (rw, rh) == (w, h) { img.clone() } else { resize_bicubic(img, rw, rh) };
+        let resized = if (rw, rh) == (w, h) {
+            img.clone()
+        } else {
+            resize_with(img, rw, rh, self.resample, PassOrder::default())
+        };
         let (sx, sy) = (f64::from(w) / f64::from(rw), f64::from(h) / f64::from(rh));
         let source_region = if self.do_center_crop {
             let left = (i64::from(rw) - i64::from(self.crop_width)).div_euclid(2) as f64;
@@ -418,7 +427,7 @@ mod tests {
     #[test]
     fn rejects_bad_configs() {
         let cases = [
-            (r#"{"resample": 2}"#, "bilinear"),
+            (r#"{"resample": 1}"#, "lanczos"),
             (r#"{"size": {"height": 224, "width": 224}}"#, "shortest_edge"),
             (r#"{"size": 0}"#, "positive integer"),
             (r#"{"crop_size": {"height": 224}}"#, "width"),

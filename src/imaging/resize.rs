@@ -1,5 +1,6 @@
-//! Bicubic resizing that reproduces Pillow's `Image.resize(size, Image.BICUBIC)`, the resampling
-//! Hugging Face's `CLIPImageProcessor` applies before a CLIP model sees an image.
+//! Bicubic and bilinear resizing that reproduce Pillow's `Image.resize(size, Image.BICUBIC)` (the
+//! resampling Hugging Face's `CLIPImageProcessor` applies before a CLIP model sees an image) and
+//! `Image.BILINEAR` (torchvision's `Resize` default, PIP-Net's preprocessing).
 //!
 //! This follows Pillow's `libImaging/Resample.c`: a separable convolution (horizontal pass, then
 //! vertical pass, each skipped when that dimension is unchanged) with the bicubic kernel
@@ -18,6 +19,32 @@ use super::image::{to_u8, RgbImage};
 
 /// Pillow's `PRECISION_BITS` for 8-bit resampling (32 - 8 - 2).
 const PRECISION_BITS: u32 = 22;
+
+/// The resampling filters ibex reproduces (Pillow's codes 2 and 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Filter {
+    /// Pillow's `BILINEAR` (triangle kernel, support 1): PIP-Net's and torchvision's default.
+    Bilinear,
+    /// Pillow's `BICUBIC` (a = −0.5, support 2): CLIP's.
+    #[default]
+    Bicubic,
+}
+
+impl Filter {
+    fn support(self) -> f64 {
+        match self {
+            Filter::Bilinear => 1.0,
+            Filter::Bicubic => 2.0,
+        }
+    }
+
+    fn kernel(self, x: f64) -> f64 {
+        match self {
+            Filter::Bilinear => (1.0 - x.abs()).max(0.0),
+            Filter::Bicubic => bicubic(x),
+        }
+    }
+}
 
 /// Pillow's bicubic kernel with a = -0.5 (support 2).
 fn bicubic(x: f64) -> f64 {
@@ -41,10 +68,10 @@ struct Taps {
 
 /// Pillow's `precompute_coeffs` for resampling `in_size` samples to `out_size` (box = whole
 /// input).
-fn precompute_coeffs(in_size: usize, out_size: usize) -> Vec<Taps> {
+fn precompute_coeffs(in_size: usize, out_size: usize, filter: Filter) -> Vec<Taps> {
     let scale = in_size as f64 / out_size as f64;
     let filterscale = scale.max(1.0);
-    let support = 2.0 * filterscale;
+    let support = filter.support() * filterscale;
     let ss = 1.0 / filterscale;
     (0..out_size)
         .map(|xx| {
@@ -53,7 +80,7 @@ fn precompute_coeffs(in_size: usize, out_size: usize) -> Vec<Taps> {
             let xmin = ((center - support + 0.5) as i64).max(0);
             let xmax = ((center + support + 0.5) as i64).min(in_size as i64);
             let mut weights: Vec<f64> =
-                (xmin..xmax.max(xmin)).map(|x| bicubic((x as f64 - center + 0.5) * ss)).collect();
+                (xmin..xmax.max(xmin)).map(|x| filter.kernel((x as f64 - center + 0.5) * ss)).collect();
             let total: f64 = weights.iter().sum();
             if total != 0.0 {
                 weights.iter_mut().for_each(|w| *w /= total);
@@ -92,8 +119,8 @@ struct Pass {
 }
 
 impl Pass {
-    fn new(in_size: usize, out_size: usize, eight_bit: bool) -> Self {
-        let taps = precompute_coeffs(in_size, out_size);
+    fn new(in_size: usize, out_size: usize, eight_bit: bool, filter: Filter) -> Self {
+        let taps = precompute_coeffs(in_size, out_size, filter);
         let fixed = eight_bit.then(|| taps.iter().map(|t| fixed_point(&t.weights)).collect());
         Pass { taps, fixed }
     }
@@ -168,6 +195,12 @@ pub fn resize_bicubic(img: &RgbImage, width: u32, height: u32) -> RgbImage {
 /// (bicubic overshoot is kept, as in Pillow's float mode `F`). A zero target size gives an
 /// empty image; an empty source gives zeros.
 pub fn resize_bicubic_with(img: &RgbImage, width: u32, height: u32, order: PassOrder) -> RgbImage {
+    resize_with(img, width, height, Filter::Bicubic, order)
+}
+
+/// Resizes `img` like Pillow's `Image.resize((width, height), filter)` (see
+/// [`resize_bicubic_with`] for the rounding and the pass order).
+pub fn resize_with(img: &RgbImage, width: u32, height: u32, filter: Filter, order: PassOrder) -> RgbImage {
     let (in_w, in_h) = (img.width as usize, img.height as usize);
     let (out_w, out_h) = (width as usize, height as usize);
     if in_w == 0 || in_h == 0 || out_w == 0 || out_h == 0 {
@@ -184,11 +217,11 @@ pub fn resize_bicubic_with(img: &RgbImage, width: u32, height: u32, order: PassO
     };
     let eight_bit = img.eight_bit;
     let data = if order.horizontal_first(in_w, in_h, out_w, out_h) {
-        let tmp = horizontal_pass(src, in_w, in_h, out_w, eight_bit);
-        vertical_pass(tmp, out_w, in_h, out_h, eight_bit)
+        let tmp = horizontal_pass(src, in_w, in_h, out_w, eight_bit, filter);
+        vertical_pass(tmp, out_w, in_h, out_h, eight_bit, filter)
     } else {
-        let tmp = vertical_pass(src, in_w, in_h, out_h, eight_bit);
-        horizontal_pass(tmp, in_w, out_h, out_w, eight_bit)
+        let tmp = vertical_pass(src, in_w, in_h, out_h, eight_bit, filter);
+        horizontal_pass(tmp, in_w, out_h, out_w, eight_bit, filter)
     };
     RgbImage { width, height, data: data.into_owned(), eight_bit }
 }
@@ -199,11 +232,18 @@ fn pixel(data: &[f32], i: usize) -> [f32; 3] {
 }
 
 /// Resamples each of the `rows` rows of a `in_w`-wide image to `out_w` (no-op if equal).
-fn horizontal_pass(src: Cow<'_, [f32]>, in_w: usize, rows: usize, out_w: usize, eight_bit: bool) -> Cow<'_, [f32]> {
+fn horizontal_pass(
+    src: Cow<'_, [f32]>,
+    in_w: usize,
+    rows: usize,
+    out_w: usize,
+    eight_bit: bool,
+    filter: Filter,
+) -> Cow<'_, [f32]> {
     if in_w == out_w {
         return src;
     }
-    let pass = Pass::new(in_w, out_w, eight_bit);
+    let pass = Pass::new(in_w, out_w, eight_bit, filter);
     let mut out = vec![0f32; out_w * rows * 3];
     for (y, row_out) in out.chunks_exact_mut(out_w * 3).enumerate() {
         pass.line(|x| pixel(&src, y * in_w + x), |x, rgb| row_out[3 * x..3 * x + 3].copy_from_slice(&rgb));
@@ -212,11 +252,18 @@ fn horizontal_pass(src: Cow<'_, [f32]>, in_w: usize, rows: usize, out_w: usize, 
 }
 
 /// Resamples each of the `cols` columns of a `in_h`-tall image to `out_h` (no-op if equal).
-fn vertical_pass(src: Cow<'_, [f32]>, cols: usize, in_h: usize, out_h: usize, eight_bit: bool) -> Cow<'_, [f32]> {
+fn vertical_pass(
+    src: Cow<'_, [f32]>,
+    cols: usize,
+    in_h: usize,
+    out_h: usize,
+    eight_bit: bool,
+    filter: Filter,
+) -> Cow<'_, [f32]> {
     if in_h == out_h {
         return src;
     }
-    let pass = Pass::new(in_h, out_h, eight_bit);
+    let pass = Pass::new(in_h, out_h, eight_bit, filter);
     let mut out = vec![0f32; cols * out_h * 3];
     for x in 0..cols {
         pass.line(
@@ -292,7 +339,7 @@ pub(crate) mod tests {
         // Output 0 taps inputs 0..4 at -0.25, 0.25, 0.75, 1.25 → kernel 111, 111, 29, -9 (/128),
         // normalised by 242/128: weights 111/242, 111/242, 29/242, -9/242 (output 1 mirrored).
         // Row [0, 100, 200, 50]: out0 = 16450/242 = 67.975207, out1 = 30650/242 = 126.652893.
-        let taps = precompute_coeffs(4, 2);
+        let taps = precompute_coeffs(4, 2, Filter::Bicubic);
         assert_eq!(taps[0].start, 0);
         assert_eq!(taps[0].weights.len(), 4);
         for (w, e) in taps[0].weights.iter().zip([111.0, 111.0, 29.0, -9.0]) {

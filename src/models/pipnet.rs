@@ -128,6 +128,8 @@ impl PipNet {
 /// default 32); `mean` / `std` (default ImageNet's); `class_names` (or `classes.txt`).
 pub struct PipNetBundle {
     pub model: PipNet,
+    /// Per-class OOD thresholds on the un-clamped score (`ibex pipnet thresholds`), if set.
+    pub ood_thresholds: Option<Vec<f32>>,
     pub labels: Vec<String>,
     pub preprocessor: crate::imaging::preprocess::ClipPreprocessor,
     pub image_size: u32,
@@ -174,7 +176,10 @@ impl PipNetBundle {
                     .map_err(|_| Error::format(&cfg_path, format!("'{k}' must be three numbers"))),
             }
         };
+        let ood_thresholds = ood_thresholds(&cfg, model.classes()).map_err(|m| Error::format(&cfg_path, m))?;
         let mut pre = crate::imaging::preprocess::ClipPreprocessor::for_image_size(image_size);
+        // torchvision's Resize((S, S)): PIL bilinear, no crop
+        pre.resample = crate::imaging::resize::Filter::Bilinear;
         pre.mean = triple("mean", [0.485, 0.456, 0.406])?;
         pre.std = triple("std", [0.229, 0.224, 0.225])?;
         let labels: Vec<String> = match cfg.get("class_names") {
@@ -190,6 +195,7 @@ impl PipNetBundle {
         }
         Ok(PipNetBundle {
             model,
+            ood_thresholds,
             labels,
             preprocessor: pre,
             image_size,
@@ -197,6 +203,15 @@ impl PipNetBundle {
             dir: dir.to_path_buf(),
             device: device.clone(),
         })
+    }
+
+    /// Whether an image with un-clamped scores `o` is out of distribution: its best class's
+    /// score is below that class's threshold (the official `eval_ood` rule). `None` without
+    /// thresholds.
+    pub fn is_ood(&self, o: &[f32]) -> Option<bool> {
+        let t = self.ood_thresholds.as_ref()?;
+        let best = (0..o.len()).max_by(|&a, &b| o[a].total_cmp(&o[b]).then(b.cmp(&a)))?;
+        Some(o[best] < t[best])
     }
 }
 
@@ -230,4 +245,93 @@ pub fn convert(checkpoint: &std::path::Path, config: &std::path::Path, out: &std
     let cfg_out = out.join("config.json");
     std::fs::write(&cfg_out, serde_json::to_string_pretty(&cfg)?).map_err(|e| Error::io(&cfg_out, e))?;
     PipNetBundle::load(out, &candle_core::Device::Cpu)
+}
+
+/// The OOD thresholds of a config: `ood_thresholds` (a list, one per class) or the official
+/// export's `ood_fpr95_on_checkpoint.class_thresholds` (`{"0": t0, …}`).
+fn ood_thresholds(cfg: &serde_json::Value, classes: usize) -> std::result::Result<Option<Vec<f32>>, String> {
+    let list: Option<Vec<f32>> = if let Some(v) = cfg.get("ood_thresholds") {
+        Some(serde_json::from_value(v.clone()).map_err(|_| "'ood_thresholds' must be a list of numbers".to_string())?)
+    } else if let Some(m) = cfg.pointer("/ood_fpr95_on_checkpoint/class_thresholds").and_then(|m| m.as_object()) {
+        let mut v = vec![f32::NAN; classes];
+        for (k, t) in m {
+            let (Ok(i), Some(t)) = (k.parse::<usize>(), t.as_f64()) else {
+                return Err(format!("bad class threshold '{k}'"));
+            };
+            if i < classes {
+                v[i] = t as f32;
+            }
+        }
+        Some(v)
+    } else {
+        None
+    };
+    match list {
+        Some(v) if v.len() != classes || v.iter().any(|t| !t.is_finite()) => {
+            Err(format!("the OOD thresholds must be {classes} finite numbers"))
+        }
+        other => Ok(other),
+    }
+}
+
+/// Per-class OOD thresholds by the official FPR95 procedure from the un-clamped scores `o` of
+/// in-distribution images: for each predicted class the `100 − percent` percentile of its
+/// images' best score (numpy's linear interpolation), then all thresholds × 0.999 until at
+/// least `percent` % of the images are accepted. Classes never predicted get the lowest
+/// threshold found.
+pub fn fpr_thresholds(scores: &[Vec<f32>], classes: usize, percent: f64) -> Result<Vec<f32>> {
+    if scores.is_empty() || !(0.0..=100.0).contains(&percent) {
+        return Err(Error::invalid("thresholds need in-distribution images and a percent in 0..=100"));
+    }
+    let best = |o: &[f32]| (0..o.len()).max_by(|&a, &b| o[a].total_cmp(&o[b]).then(b.cmp(&a))).unwrap_or(0);
+    let mut per: Vec<Vec<f64>> = vec![Vec::new(); classes];
+    for o in scores {
+        let c = best(o);
+        per[c].push(o[c] as f64);
+    }
+    let q = (100.0 - percent) / 100.0;
+    let mut t: Vec<f64> = per
+        .iter_mut()
+        .map(|v| {
+            if v.is_empty() {
+                return f64::NAN;
+            }
+            v.sort_by(f64::total_cmp);
+            let pos = q * (v.len() - 1) as f64;
+            let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+            v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
+        })
+        .collect();
+    let fallback = t.iter().copied().filter(|x| x.is_finite()).fold(f64::INFINITY, f64::min);
+    t.iter_mut().filter(|x| !x.is_finite()).for_each(|x| *x = fallback);
+    let accepted = |t: &[f64]| scores.iter().filter(|o| o[best(o)] as f64 >= t[best(o)]).count() as f64;
+    let need = percent / 100.0 * scores.len() as f64;
+    for _ in 0..100_000 {
+        if accepted(&t) >= need {
+            break;
+        }
+        t.iter_mut().for_each(|x| *x *= 0.999);
+    }
+    Ok(t.into_iter().map(|x| x as f32).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fpr_thresholds_take_the_percentile_and_scale_until_enough_pass() {
+        // class 0 wins with scores 1..=20, class 1 with 101..=110
+        let mut scores: Vec<Vec<f32>> = (1..=20).map(|i| vec![i as f32, 0.0]).collect();
+        scores.extend((101..=110).map(|i| vec![0.0, i as f32]));
+        let t = fpr_thresholds(&scores, 2, 95.0).unwrap();
+        // numpy: percentile([1..20], 5) = 1.95; percentile([101..110], 5) = 101.45. That accepts
+        // 28 of 30 (< 95 %), so both are scaled by 0.999^k with the smallest k that lets 101
+        // pass: k = 5 (101.45 · 0.999^5 = 100.94)
+        let k = 5;
+        assert!((t[0] as f64 - 1.95 * 0.999f64.powi(k)).abs() < 1e-5, "{t:?}");
+        assert!((t[1] as f64 - 101.45 * 0.999f64.powi(k)).abs() < 1e-4, "{t:?}");
+        assert!(101.45 * 0.999f64.powi(k - 1) > 101.0);
+        assert!(fpr_thresholds(&[], 2, 95.0).is_err());
+    }
 }
