@@ -2,6 +2,8 @@
 //! 224×224 photo: IBA at `blocks.10` (paper defaults: 10 steps × 10 samples), Grad-CAM, and
 //! a plain forward pass (a batch of 17, what a deletion curve scores per call).
 //!
+//! Also PIP-Net's forward pass on the fixture's Fashion-MNIST model, one image and a batch.
+//!
 //! `cargo bench --bench cnn`; compare with the official IBA timed on the same machine
 //! (`tools/time_official_iba.py`, see README "Performance").
 
@@ -30,6 +32,20 @@ fn bench(c: &mut Criterion) {
     let x = Tensor::randn(0f32, 1.0, (17, 3, 224, 224), &dev).unwrap();
     g.bench_function("forward_batch17", |bn| bn.iter(|| b.network.forward(&x).unwrap()));
     g.finish();
+
+    // PIP-Net inference on the fixture's trained Fashion-MNIST model (64×64), if present: the
+    // official code took 1.95 ms per image with 1 torch thread where the fixture was made
+    let pip = root.join("../shared/fixtures/pipnet/fmnist/net_trained.safetensors");
+    if pip.is_file() {
+        let w = ibex::models::weights::Weights::load(&pip, &dev).unwrap();
+        let net = ibex::models::pipnet::PipNet::convnext(&w, 30).unwrap();
+        let mut g = c.benchmark_group("pipnet_fmnist");
+        let x1 = Tensor::randn(0f32, 1.0, (1, 3, 64, 64), &dev).unwrap();
+        g.bench_function("forward_1", |bn| bn.iter(|| net.forward(&x1).unwrap()));
+        let x64 = Tensor::randn(0f32, 1.0, (64, 3, 64, 64), &dev).unwrap();
+        g.bench_function("forward_batch64", |bn| bn.iter(|| net.forward(&x64).unwrap()));
+        g.finish();
+    }
 }
 
 criterion_group!(benches, bench);
