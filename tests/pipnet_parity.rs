@@ -215,7 +215,58 @@ fn explanations_list_the_official_prototypes_and_boxes() {
         .filter(|it| ex_ood(&model, &m, &format!("fmnist/{}", it["image_resized"].as_str().unwrap())) == Some(false))
         .count();
     assert!(inside >= 19, "{inside} of 20 in distribution");
+
+    // the scoring sheet's size as the official evaluation counts it (static figures of the
+    // saved W in the fixture's config)
+    let Model::PipNet(b) = &model else { unreachable!() };
+    let sheet = b.model.sheet_size().unwrap();
+    let stat = &common::json_at(&pip("fmnist/config.json"))["eval_static_saved_checkpoint"];
+    assert_eq!(sheet.relevant.len() as u64, stat["global_size"].as_u64().unwrap());
+    assert_eq!(sheet.relevant_weights as u64, stat["num_relevant_weights"].as_u64().unwrap());
+    assert!((sheet.sparsity - stat["sparsity_ratio"].as_f64().unwrap()).abs() < 1e-9);
+
+    // the global explanation: a patch sheet per relevant prototype; each top image is the one
+    // where the prototype is most present
+    let out = tmp.path().join("protos");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ibex"))
+        .args(["pipnet", "prototypes", "-q", "--top", "3", "--model"])
+        .arg(&dir)
+        .arg("--images")
+        .arg(&imgs)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let index = common::json_at(&out.join("index.json"));
+    let protos = index["prototypes"].as_array().unwrap();
+    assert_eq!(protos.len(), 151);
+    assert!(out.join("prototype_0113.png").is_file());
+    let names: Vec<String> = index["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap().rsplit('/').next().unwrap().to_string())
+        .collect();
+    let p_all = load("fmnist/expected_public.safetensors")["p"].to_vec2::<f32>().unwrap();
+    let order: Vec<String> = json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|it| it["image_resized"].as_str().unwrap().trim_start_matches("images/").to_string())
+        .collect();
+    for g in protos {
+        let d = g["index"].as_u64().unwrap() as usize;
+        let top = &g["top"][0];
+        let name = &names[top[0].as_u64().unwrap() as usize];
+        let best = (0..20).max_by(|&a, &b| p_all[a][d].total_cmp(&p_all[b][d])).unwrap();
+        let want = p_all[best][d];
+        let got = p_all[order.iter().position(|n| n == name).unwrap()][d];
+        assert!((got - want).abs() < 1e-5, "prototype {d}: top image {name} has p {got}, the best {want}");
+    }
 }
+
+use ibex::models::Model;
 
 fn ex_ood(model: &ibex::models::Model, m: &ibex::explain::Method, rel: &str) -> Option<bool> {
     let img = ibex::imaging::image::RgbImage::load(&pip(rel)).unwrap();

@@ -117,6 +117,9 @@ enum PipnetCommand {
     /// Write a model directory (model.safetensors + config.json) from an official PIP-Net
     /// checkpoint (`torch.save` file) and its config.
     Convert(ConvertArgs),
+    /// The global explanation: for every relevant prototype, the patches of the images where
+    /// it is most present (a PNG per prototype and an index.json).
+    Prototypes(PrototypesArgs),
     /// Compute per-class OOD thresholds (the official FPR95 procedure) over in-distribution
     /// images and store them in the model's config.json; explanations then report `ood`.
     Thresholds(ThresholdsArgs),
@@ -138,16 +141,12 @@ struct ThresholdsArgs {
     quiet: bool,
 }
 
-fn run_thresholds(a: ThresholdsArgs) -> Result<()> {
-    let device = ibex::device::parse_device("cpu")?;
-    let Model::PipNet(bundle) = Model::load(Some("pipnet"), &a.model, &device)? else {
-        return Err(Error::Unsupported("thresholds are for PIP-Net models".into()));
-    };
-    // the folder itself, or an ImageFolder tree (one level of class folders)
-    let mut files = image_files(&a.images).unwrap_or_default();
+/// The images of a folder, or of an ImageFolder tree (one level of class folders).
+fn image_tree(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = image_files(dir).unwrap_or_default();
     if files.is_empty() {
-        let mut dirs: Vec<PathBuf> = std::fs::read_dir(&a.images)
-            .map_err(|e| Error::io(&a.images, e))?
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.is_dir())
             .collect();
@@ -157,8 +156,96 @@ fn run_thresholds(a: ThresholdsArgs) -> Result<()> {
         }
     }
     if files.is_empty() {
-        return Err(Error::NotFound(format!("{}: no images", a.images.display())));
+        return Err(Error::NotFound(format!("{}: no images", dir.display())));
     }
+    Ok(files)
+}
+
+#[derive(Args)]
+struct PrototypesArgs {
+    /// A PIP-Net model directory (from `ibex pipnet convert`).
+    #[arg(long)]
+    model: PathBuf,
+    /// The images to search (a folder or an ImageFolder tree).
+    #[arg(long)]
+    images: PathBuf,
+    /// Where to write `prototype_NNNN.png` (the top patches side by side) and `index.json`.
+    #[arg(long)]
+    out: PathBuf,
+    /// Patches per prototype.
+    #[arg(long, default_value_t = 10)]
+    top: usize,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// `ibex pipnet prototypes`: the global explanation.
+fn run_prototypes(a: PrototypesArgs) -> Result<()> {
+    use ibex::explain::pipnet::galleries;
+    let device = ibex::device::parse_device("cpu")?;
+    let Model::PipNet(bundle) = Model::load(Some("pipnet"), &a.model, &device)? else {
+        return Err(Error::Unsupported("global explanations are for PIP-Net models".into()));
+    };
+    if a.top == 0 || a.top > 1000 {
+        return Err(Error::invalid(format!("--top must be in 1..=1000, got {}", a.top)));
+    }
+    let files = image_tree(&a.images)?;
+    let input = |f: &PathBuf| -> Result<(candle_core::Tensor, RgbImage)> {
+        let pre = bundle.preprocessor.preprocess(&RgbImage::load(f)?)?;
+        let shape = (1, 3, pre.height as usize, pre.width as usize);
+        Ok((candle_core::Tensor::from_vec(pre.pixel_values, shape, &device)?, pre.image))
+    };
+    let bar = progress_bar(a.quiet, "prototypes");
+    bar.set_length(files.len() as u64);
+    let mut inputs = files.iter().map(|f| input(f).map(|(x, _)| x));
+    let mut report = |i: usize| {
+        bar.set_position(i as u64);
+        Ok(())
+    };
+    let gals = galleries(&bundle, &mut inputs, a.top, &mut report)?;
+    bar.finish_and_clear();
+    std::fs::create_dir_all(&a.out).map_err(|e| Error::io(&a.out, e))?;
+    let (s, p) = (bundle.image_size, bundle.patchsize);
+    let gap = 2u32;
+    for g in &gals {
+        let width = g.top.len() as u32 * (p + gap);
+        let mut sheet = ::image::RgbImage::from_pixel(width.max(1), p, ::image::Rgb([255, 255, 255]));
+        for (j, &(i, _, b)) in g.top.iter().enumerate() {
+            let (_, img) = input(&files[i])?;
+            let img = img.to_rgb8();
+            // the official patch; its last row may reach past the image (a reproduced quirk)
+            for y in b[0]..b[1].min(s) {
+                for x in b[2]..b[3].min(s) {
+                    sheet.put_pixel(j as u32 * (p + gap) + (x - b[2]), y - b[0], *img.get_pixel(x, y));
+                }
+            }
+        }
+        write_png(&sheet, &a.out.join(format!("prototype_{:04}.png", g.index)))?;
+    }
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    let index = serde_json::json!({
+        "model": a.model.display().to_string(), "images": names, "sheet": bundle.model.sheet_size()?,
+        "prototypes": gals,
+    });
+    let idx = a.out.join("index.json");
+    std::fs::write(&idx, serde_json::to_string_pretty(&index).expect("serialises")).map_err(|e| Error::io(&idx, e))?;
+    println!(
+        "{} relevant prototypes, top {} patches each, from {} images -> {}",
+        gals.len(),
+        a.top,
+        files.len(),
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn run_thresholds(a: ThresholdsArgs) -> Result<()> {
+    let device = ibex::device::parse_device("cpu")?;
+    let Model::PipNet(bundle) = Model::load(Some("pipnet"), &a.model, &device)? else {
+        return Err(Error::Unsupported("thresholds are for PIP-Net models".into()));
+    };
+    let files = image_tree(&a.images)?;
     let bar = progress_bar(a.quiet, "thresholds");
     bar.set_length(files.len() as u64);
     let mut scores = Vec::with_capacity(files.len());
@@ -790,6 +877,13 @@ fn run_info(a: InfoArgs) -> Result<()> {
             }
         }
         Model::PipNet(b) => {
+            let sheet = b.model.sheet_size()?;
+            println!(
+                "scoring sheet: {} relevant prototypes (global size), {} relevant weights, sparsity {:.4}",
+                sheet.relevant.len(),
+                sheet.relevant_weights,
+                sheet.sparsity
+            );
             println!(
                 "PIP-Net: {} prototypes, {} classes ({} … {}), {}x{} input, backbone taps {}",
                 b.model.prototypes(),
@@ -1277,6 +1371,7 @@ fn main() {
         Command::Iba(IbaCommand::FitReadout(a)) => run_fit_readout(a),
         Command::Pipnet(PipnetCommand::Convert(a)) => run_convert(a),
         Command::Pipnet(PipnetCommand::Thresholds(a)) => run_thresholds(a),
+        Command::Pipnet(PipnetCommand::Prototypes(a)) => run_prototypes(a),
         Command::DualIb(DualIbCommand::Fit(a)) => run_fit_dual_ib(a),
     };
     if let Err(e) = r {

@@ -85,6 +85,55 @@ pub fn boxes(hw: [usize; 2], grid: [usize; 2], size: u32, patch: u32) -> ([u32; 
     (rect, [skip * h, skip * h + patch, w_min, w_max])
 }
 
+/// A relevant prototype's global explanation: its class weights and the images (of a folder)
+/// where it is most present, with the patch that shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PrototypeGallery {
+    pub index: usize,
+    /// `(class, relu(W_cd))` for the classes it counts for (`W_cd > 1e-3`), largest first.
+    pub classes: Vec<(usize, f32)>,
+    /// `(image index, presence, patch_box)`, most present first.
+    pub top: Vec<(usize, f32, [u32; 4])>,
+}
+
+/// The global explanation over preprocessed inputs: for every relevant prototype its `k` most
+/// present images and where. `inputs` are `[1, 3, S, S]`; `report(i)` after each image.
+pub fn galleries(
+    bundle: &PipNetBundle,
+    inputs: &mut dyn Iterator<Item = Result<Tensor>>,
+    k: usize,
+    report: &mut dyn FnMut(usize) -> Result<()>,
+) -> Result<Vec<PrototypeGallery>> {
+    let sheet = bundle.model.sheet_size()?;
+    let w = bundle.model.weight.relu()?.to_vec2::<f32>()?;
+    let mut best: Vec<Vec<(usize, f32, [u32; 4])>> = vec![Vec::new(); sheet.relevant.len()];
+    for (i, x) in inputs.enumerate() {
+        let o = bundle.model.forward(&x?)?;
+        let (_, _, gh, gw) = o.z.dims4()?;
+        let p = o.p.flatten_all()?.to_vec1::<f32>()?;
+        let z = o.z.flatten_all()?.to_vec1::<f32>()?;
+        for (slot, &d) in best.iter_mut().zip(&sheet.relevant) {
+            let hw = latent_argmax(&z[d * gh * gw..(d + 1) * gh * gw], gh, gw);
+            let (_, patch) = boxes(hw, [gh, gw], bundle.image_size, bundle.patchsize);
+            slot.push((i, p[d], patch));
+            slot.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            slot.truncate(k);
+        }
+        report(i + 1)?;
+    }
+    Ok(sheet
+        .relevant
+        .iter()
+        .zip(best)
+        .map(|(&d, top)| {
+            let mut classes: Vec<(usize, f32)> =
+                (0..w.len()).filter(|&c| w[c][d] > 1e-3).map(|c| (c, w[c][d])).collect();
+            classes.sort_by(|a, b| b.1.total_cmp(&a.1));
+            PrototypeGallery { index: d, classes, top }
+        })
+        .collect())
+}
+
 /// PIP-Net explanations (no settings: the method is the model).
 pub struct PipNetExplainer;
 

@@ -33,6 +33,15 @@ pub struct PipNet {
     pub multiplier: f32,
 }
 
+/// See [`PipNet::sheet_size`].
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct SheetSize {
+    /// The relevant prototypes, ascending (their count is the official "global size").
+    pub relevant: Vec<usize>,
+    pub relevant_weights: usize,
+    pub sparsity: f64,
+}
+
 /// One forward pass.
 pub struct PipNetOutput {
     /// Backbone features `[B, D, H, W]`.
@@ -104,6 +113,18 @@ impl PipNet {
     /// Number of classes `K`.
     pub fn classes(&self) -> usize {
         self.weight.dims()[0]
+    }
+
+    /// The scoring sheet's size as the official evaluation defines it: the relevant prototypes
+    /// (`max_c W_cd > 1e-3`, the "global size"), the relevant weights (`W > 1e-3`) and the
+    /// sparsity `1 − relevant weights / all weights`.
+    pub fn sheet_size(&self) -> Result<SheetSize> {
+        let w = self.weight.to_vec2::<f32>()?;
+        let relevant_weights = w.iter().flatten().filter(|&&v| v > 1e-3).count();
+        let d = self.prototypes();
+        let relevant: Vec<usize> = (0..d).filter(|&k| w.iter().any(|row| row[k] > 1e-3)).collect();
+        let total = (d * self.classes()) as f64;
+        Ok(SheetSize { relevant, relevant_weights, sparsity: 1.0 - relevant_weights as f64 / total })
     }
 
     /// The forward pass on normalised images `[B, 3, H, W]`.
