@@ -225,6 +225,21 @@ fn explanations_list_the_official_prototypes_and_boxes() {
     assert_eq!(sheet.relevant_weights as u64, stat["num_relevant_weights"].as_u64().unwrap());
     assert!((sheet.sparsity - stat["sparsity_ratio"].as_f64().unwrap()).abs() < 1e-9);
 
+    // the local explanation sheet: the input zoomed 4x with a box per listed prototype (8 for
+    // the first public image), their patches and contribution bars below
+    let sheet = tmp.path().join("sheet.png");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ibex"))
+        .args(["explain", "--model"])
+        .arg(&dir)
+        .arg(pip("fmnist/images/test_00000_64.png"))
+        .arg("--sheet")
+        .arg(&sheet)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let png = ::image::open(&sheet).unwrap();
+    assert_eq!((png.width(), png.height()), (8 * (128 + 8), 256 + 8 + 128 + 8 + 16));
+
     // the global explanation: a patch sheet per relevant prototype; each top image is the one
     // where the prototype is most present
     let out = tmp.path().join("protos");

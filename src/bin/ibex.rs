@@ -967,6 +967,10 @@ struct ExplainArgs {
     /// Write the main map over the original image to this PNG.
     #[arg(long)]
     overlay: Option<PathBuf>,
+    /// PIP-Net: write the local explanation sheet (the input with a box per contributing
+    /// prototype, their patches, and bars for their contributions) to this PNG.
+    #[arg(long)]
+    sheet: Option<PathBuf>,
     /// Colormap of the overlay: turbo, jet, viridis, gray.
     #[arg(long, default_value = "turbo")]
     colormap: String,
@@ -1118,6 +1122,29 @@ fn run_explain(a: ExplainArgs) -> Result<()> {
     if let Some(path) = &a.overlay {
         write_png(&overlay_on_original(&image, &ex.maps[0].map, ex.source_region, cmap, a.opacity)?, path)?;
         println!("overlay: {}", path.display());
+    }
+    if let Some(path) = &a.sheet {
+        let Model::PipNet(b) = &model else {
+            return Err(Error::invalid("--sheet is for PIP-Net models"));
+        };
+        let entries: Vec<ibex::imaging::sheet::SheetEntry> = ex
+            .summary
+            .get("prototypes")
+            .and_then(|p| p.as_array())
+            .map(|a| a.as_slice())
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(|p| {
+                let four = |k: &str| -> Option<[u32; 4]> { serde_json::from_value(p[k].clone()).ok() };
+                Some(ibex::imaging::sheet::SheetEntry {
+                    rect: four("box")?,
+                    patch: four("patch_box")?,
+                    contribution: p["contribution"].as_f64()? as f32,
+                })
+            })
+            .collect();
+        write_png(&ibex::imaging::sheet::prototype_sheet(&ex.image, &entries, b.patchsize)?, path)?;
+        println!("sheet: {}", path.display());
     }
     if let Some(path) = &a.json {
         let mut v = ex.report(Some(&dir.display().to_string()), true);

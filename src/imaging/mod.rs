@@ -14,6 +14,7 @@ pub mod image;
 pub mod overlay;
 pub mod preprocess;
 pub mod resize;
+pub mod sheet;
 
 pub use self::colormap::Colormap;
 pub use self::heatmap::Heatmap;
