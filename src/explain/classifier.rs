@@ -34,7 +34,17 @@ pub struct Input {
 
 /// Preprocesses `image` for `bundle` and checks the result is finite.
 pub fn input(bundle: &ClassifierBundle, image: &RgbImage) -> Result<Input> {
-    let pre = bundle.preprocessor.preprocess(image)?;
+    model_input(&bundle.preprocessor, &bundle.device, image)
+}
+
+/// Preprocesses `image` with `pre` for a model on `device` (any model kind) and checks the
+/// result is finite.
+pub fn model_input(
+    pre: &crate::imaging::preprocess::ClipPreprocessor,
+    device: &candle_core::Device,
+    image: &RgbImage,
+) -> Result<Input> {
+    let pre = pre.preprocess(image)?;
     if let Some(i) = pre.pixel_values.iter().position(|v| !v.is_finite()) {
         return Err(Error::invalid(format!(
             "the input image has a NaN or infinite value (channel {}, after preprocessing)",
@@ -42,7 +52,7 @@ pub fn input(bundle: &ClassifierBundle, image: &RgbImage) -> Result<Input> {
         )));
     }
     let shape = (1, 3, pre.height as usize, pre.width as usize);
-    let pixels = Tensor::from_vec(pre.pixel_values.clone(), shape, &bundle.device)?;
+    let pixels = Tensor::from_vec(pre.pixel_values.clone(), shape, device)?;
     Ok(Input { pre, pixels })
 }
 

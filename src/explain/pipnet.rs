@@ -151,16 +151,12 @@ impl PipNetExplainer {
         let mut out = Vec::with_capacity(images.len());
         for (i, image) in images.iter().enumerate() {
             control.check()?;
-            let pre = bundle.preprocessor.preprocess(image)?;
-            if pre.pixel_values.iter().any(|v| !v.is_finite()) {
-                return Err(Error::invalid(format!("image {i} has a NaN or infinite value")));
-            }
-            let x = Tensor::from_vec(
-                pre.pixel_values.clone(),
-                (1, 3, pre.height as usize, pre.width as usize),
-                &bundle.device,
-            )?;
-            out.push(self.explain_input(bundle, &x, pre.image, pre.source_region)?);
+            let input =
+                super::classifier::model_input(&bundle.preprocessor, &bundle.device, image).map_err(|e| match e {
+                    Error::InvalidArgument(m) => Error::InvalidArgument(format!("image {i}: {m}")),
+                    e => e,
+                })?;
+            out.push(self.explain_input(bundle, &input.pixels, input.pre.image, input.pre.source_region)?);
             control.report(i as u32 + 1, images.len() as u32)?;
         }
         Ok(out)

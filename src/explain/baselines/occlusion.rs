@@ -205,10 +205,7 @@ impl Occlusion {
         for (ii, image) in images.iter().enumerate() {
             control.check()?;
             let start = Instant::now();
-            let pre = bundle.preprocessor.preprocess(image)?;
-            if pre.pixel_values.iter().any(|v| !v.is_finite()) {
-                return Err(Error::invalid("the input image has a NaN or infinite value"));
-            }
+            let pre = classifier::model_input(&bundle.preprocessor, &model.device, image)?.pre;
             let (w, h) = (pre.width, pre.height);
             let dev = &model.device;
             // every window batch goes through the vision tower once, for all captions
