@@ -23,6 +23,7 @@ pub mod imaging;
 pub mod metrics;
 pub mod models;
 pub mod numerics;
+pub mod train;
 
 pub use control::{CancelToken, RunControl};
 pub use error::{Error, Result};

@@ -123,6 +123,141 @@ enum PipnetCommand {
     /// Compute per-class OOD thresholds (the official FPR95 procedure) over in-distribution
     /// images and store them in the model's config.json; explanations then report `ood`.
     Thresholds(ThresholdsArgs),
+    /// Train a PIP-Net (ConvNeXt backbone) on an ImageFolder tree: prototype pretraining, then
+    /// the scoring sheet and backbone. Resumable; a loadable model after every epoch.
+    Train(TrainArgs),
+    /// Accuracy, abstentions, global size, sparsity and local explanation size on a labelled
+    /// ImageFolder tree (the official evaluation's definitions; the model is not changed).
+    Eval(PipnetEvalArgs),
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Training images: one sub-directory per class (torchvision's ImageFolder layout).
+    #[arg(long)]
+    data: PathBuf,
+    /// Training settings (JSON; see the README for the keys and their defaults).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Output directory: model.safetensors + config.json (loadable after every epoch),
+    /// train_state.safetensors, metrics.jsonl.
+    #[arg(long)]
+    out: PathBuf,
+    /// Test images (ImageFolder, same classes), evaluated after every phase-2 epoch.
+    #[arg(long)]
+    test: Option<PathBuf>,
+    /// Use only the first N images (by file name) of each class.
+    #[arg(long)]
+    per_class: Option<usize>,
+    /// Continue the run saved in --out (same data and settings).
+    #[arg(long)]
+    resume: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct PipnetEvalArgs {
+    /// A PIP-Net model directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// Labelled images: one sub-directory per class, in the model's class order.
+    #[arg(long)]
+    data: PathBuf,
+    /// Write the report as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn load_folder(dir: &Path, per_class: Option<usize>, quiet: bool) -> Result<ibex::imaging::folder::ImageFolder> {
+    let bar = progress_bar(quiet, "loading");
+    let f = ibex::imaging::folder::ImageFolder::load(dir, per_class, |i, n| {
+        bar.set_length(n as u64);
+        bar.set_position(i as u64);
+    })?;
+    bar.finish_and_clear();
+    Ok(f)
+}
+
+fn run_train(a: TrainArgs) -> Result<()> {
+    use ibex::train::pipnet::{TrainConfig, Trainer};
+    let config = match &a.config {
+        Some(p) => TrainConfig::from_file(p)?,
+        None => TrainConfig::default(),
+    };
+    let data = load_folder(&a.data, a.per_class, a.quiet)?;
+    let test = a.test.as_deref().map(|t| load_folder(t, None, a.quiet)).transpose()?;
+    let mut trainer = if a.resume {
+        Trainer::resume(&a.out, &config, &data)?
+    } else {
+        if ibex::train::pipnet::state_file(&a.out).is_some() {
+            return Err(Error::invalid(format!(
+                "{} already holds a training run; pass --resume to continue it, or choose another --out",
+                a.out.display()
+            )));
+        }
+        Trainer::new(config, &data)?
+    };
+    eprintln!(
+        "{} images, {} classes, {} prototypes; {:?} after {} epochs",
+        data.len(),
+        data.classes.len(),
+        trainer.net.prototypes(),
+        trainer.position.phase,
+        trainer.position.epochs_done
+    );
+    let bar = progress_bar(a.quiet, "train");
+    let mut control = RunControl::with_progress(|done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+        true
+    });
+    let quiet = a.quiet;
+    trainer.run(&data, test.as_ref(), &a.out, &mut control, |m| {
+        if !quiet {
+            let test = m.test.as_ref().map(|t| {
+                format!(", test acc {:.2}%, global size {}, sparsity {:.4}", 100.0 * t.top1_accuracy, t.global_size, t.sparsity)
+            });
+            eprintln!(
+                "{:?} epoch {}: loss {:.4} (LA {:.3}, LT {:.3}, LC {:.3}), train acc {:.3}, {:.1} prototypes present, {:.0} s{}",
+                m.phase, m.epoch, m.loss, m.align, m.tanh, m.class, m.train_accuracy, m.present, m.seconds,
+                test.unwrap_or_default()
+            );
+        }
+    })?;
+    bar.finish_and_clear();
+    println!("trained model -> {} (metrics: {})", a.out.display(), a.out.join("metrics.jsonl").display());
+    Ok(())
+}
+
+fn run_pipnet_eval(a: PipnetEvalArgs) -> Result<()> {
+    let device = ibex::device::parse_device("cpu")?;
+    let Model::PipNet(bundle) = Model::load(Some("pipnet"), &a.model, &device)? else {
+        return Err(Error::Unsupported("ibex pipnet eval is for PIP-Net models".into()));
+    };
+    let data = load_folder(&a.data, None, a.quiet)?;
+    if data.classes.len() != bundle.model.classes() {
+        return Err(Error::invalid(format!(
+            "{} has {} class directories, the model {} classes",
+            a.data.display(),
+            data.classes.len(),
+            bundle.model.classes()
+        )));
+    }
+    let r = ibex::train::pipnet_eval::evaluate(&bundle.model, &bundle.preprocessor, &data, 64)?;
+    println!(
+        "{} images: top-1 {:.2}%, top-5 {:.2}%, abstained {}, global size {}, sparsity {:.4}, local size (predicted class) {:.3}",
+        r.images, 100.0 * r.top1_accuracy, 100.0 * r.top5_accuracy, r.abstained, r.global_size, r.sparsity,
+        r.local_size_predicted_class
+    );
+    if let Some(j) = &a.json {
+        std::fs::write(j, serde_json::to_string_pretty(&r)?).map_err(|e| Error::io(j, e))?;
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -804,21 +939,7 @@ struct StatsArgs {
     quiet: bool,
 }
 
-fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let exts = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"];
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension().and_then(|e| e.to_str()).is_some_and(|e| exts.contains(&e.to_ascii_lowercase().as_str()))
-        })
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        return Err(Error::NotFound(format!("{}: no image files ({})", dir.display(), exts.join(", "))));
-    }
-    Ok(files)
-}
+use ibex::imaging::folder::image_files;
 
 fn run_stats(a: StatsArgs) -> Result<()> {
     let device = ibex::device::parse_device(&a.device)?;
@@ -1399,6 +1520,8 @@ fn main() {
         Command::Pipnet(PipnetCommand::Convert(a)) => run_convert(a),
         Command::Pipnet(PipnetCommand::Thresholds(a)) => run_thresholds(a),
         Command::Pipnet(PipnetCommand::Prototypes(a)) => run_prototypes(a),
+        Command::Pipnet(PipnetCommand::Train(a)) => run_train(a),
+        Command::Pipnet(PipnetCommand::Eval(a)) => run_pipnet_eval(a),
         Command::DualIb(DualIbCommand::Fit(a)) => run_fit_dual_ib(a),
     };
     if let Err(e) = r {

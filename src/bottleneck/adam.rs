@@ -1,5 +1,6 @@
 //! Adam on one parameter tensor, with PyTorch's update rule (`torch.optim.Adam`, single tensor
-//! path, no weight decay) so trajectories match the reference implementations.
+//! path) so trajectories match the reference implementations; with decoupled weight decay it
+//! is `torch.optim.AdamW`.
 
 use crate::error::Result;
 use candle_core::Tensor;
@@ -10,6 +11,7 @@ pub struct Adam {
     beta1: f64,
     beta2: f64,
     eps: f64,
+    weight_decay: f64,
     step: i32,
     m: Tensor,
     v: Tensor,
@@ -18,7 +20,28 @@ pub struct Adam {
 impl Adam {
     /// Adam with betas (0.9, 0.999) and eps 1e-8 (PyTorch's defaults) for a parameter shaped like `like`.
     pub fn new(like: &Tensor, lr: f64) -> Result<Self> {
-        Ok(Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, step: 0, m: like.zeros_like()?, v: like.zeros_like()? })
+        Ok(Adam {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            step: 0,
+            m: like.zeros_like()?,
+            v: like.zeros_like()?,
+        })
+    }
+
+    /// AdamW: before each step the parameter shrinks by `lr · weight_decay` (PyTorch's
+    /// `torch.optim.AdamW`; 0 is plain Adam).
+    pub fn with_weight_decay(mut self, weight_decay: f64) -> Self {
+        self.weight_decay = weight_decay;
+        self
+    }
+
+    /// Sets the learning rate of the next steps (schedules).
+    pub fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
     }
 
     /// Returns the updated parameter.
@@ -31,6 +54,7 @@ impl Adam {
         let bc2 = 1.0 - self.beta2.powi(self.step);
         let step_size = self.lr / bc1;
         let denom = ((self.v.sqrt()? / bc2.sqrt())? + self.eps)?;
+        let param = if self.weight_decay != 0.0 { (param * (1.0 - self.lr * self.weight_decay))? } else { param.clone() };
         Ok((param - ((&self.m / denom)? * step_size)?)?)
     }
 

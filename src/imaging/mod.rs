@@ -9,12 +9,14 @@
 
 pub mod augment;
 pub mod colormap;
+pub mod folder;
 pub mod heatmap;
 pub mod image;
 pub mod overlay;
 pub mod preprocess;
 pub mod resize;
 pub mod sheet;
+pub mod trivial_augment;
 
 pub use self::colormap::Colormap;
 pub use self::heatmap::Heatmap;

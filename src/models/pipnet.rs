@@ -101,7 +101,7 @@ impl PipNet {
             .iter()
             .find(|n| w.contains(n))
             .ok_or_else(|| Error::format(w.path(), "missing tensor '_classification.normalization_multiplier'"))
-            .and_then(|n| Ok(w.get(n, &[1])?.to_vec1::<f32>()?[0]))?;
+            .and_then(|n| Ok(w.get(n, &[1])?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?[0]))?;
         Ok(PipNet { backbone, weight, multiplier })
     }
 

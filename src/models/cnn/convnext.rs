@@ -60,14 +60,32 @@ fn block(w: &Weights, p: &str, c: usize) -> Result<Residual> {
     Ok(Residual { body, skip: None, post: None })
 }
 
+/// The tensor names of a block's parameters, in [`super::layers::Layer::params`] order.
+fn block_names(p: &str) -> Vec<String> {
+    ["block.0.weight", "block.0.bias", "block.2.weight", "block.2.bias", "block.3.weight", "block.3.bias"]
+        .iter()
+        .chain(&["block.5.weight", "block.5.bias", "layer_scale"])
+        .map(|n| format!("{p}.{n}"))
+        .collect()
+}
+
 /// The feature stages `features.0` … `features.7` and the final width. With
 /// `stride_threshold` (PIP-Net's rule), every stride-2 downsampling convolution whose input has
 /// more channels than the threshold runs at stride 1 (still unpadded, so a 2×2 kernel shrinks
 /// the map by one).
 pub fn features(w: &Weights, stride_threshold: Option<usize>) -> Result<(Stages, usize)> {
+    features_named(w, stride_threshold).map(|(s, c, _)| (s, c))
+}
+
+/// [`features`] plus, per stage, the tensor names of its parameters in
+/// [`super::layers::Layer::params`] order (what training updates and saves).
+pub fn features_named(w: &Weights, stride_threshold: Option<usize>) -> Result<(Stages, usize, Vec<Vec<String>>)> {
     let mut stages: Stages = Vec::new();
+    let mut names: Vec<Vec<String>> = Vec::new();
     let stem = conv(w, "features.0.0", 3, 4, 1)?;
     let mut c = stem.weight.dim(0)?;
+    let pair = |p: &str| vec![format!("{p}.weight"), format!("{p}.bias")];
+    names.push([pair("features.0.0"), pair("features.0.1")].concat());
     stages.push((
         "features.0".into(),
         Box::new(Sequence(vec![Box::new(stem), Box::new(LayerNorm2d::load(w, "features.0.1", c, LN_EPS)?)])),
@@ -77,8 +95,10 @@ pub fn features(w: &Weights, stride_threshold: Option<usize>) -> Result<(Stages,
         if f % 2 == 1 {
             let mut blocks: Vec<Box<dyn Layer>> = Vec::new();
             let mut i = 0;
+            let mut stage_names = Vec::new();
             while w.contains(&format!("{name}.{i}.block.0.weight")) {
                 blocks.push(Box::new(block(w, &format!("{name}.{i}"), c)?));
+                stage_names.extend(block_names(&format!("{name}.{i}")));
                 i += 1;
             }
             if i == 0 {
@@ -88,6 +108,7 @@ pub fn features(w: &Weights, stride_threshold: Option<usize>) -> Result<(Stages,
                 ));
             }
             stages.push((name, Box::new(Sequence(blocks))));
+            names.push(stage_names);
         } else {
             let norm = LayerNorm2d::load(w, &format!("{name}.0"), c, LN_EPS)?;
             let mut down = conv(w, &format!("{name}.1"), c, 2, 1)?;
@@ -95,10 +116,11 @@ pub fn features(w: &Weights, stride_threshold: Option<usize>) -> Result<(Stages,
                 down.stride = 1;
             }
             c = down.weight.dim(0)?;
+            names.push([pair(&format!("{name}.0")), pair(&format!("{name}.1"))].concat());
             stages.push((name, Box::new(Sequence(vec![Box::new(norm), Box::new(down)]))));
         }
     }
-    Ok((stages, c))
+    Ok((stages, c, names))
 }
 
 /// Builds the network from a torchvision ConvNeXt state dict.

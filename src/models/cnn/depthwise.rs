@@ -1,5 +1,5 @@
 //! Depthwise convolution (one k×k filter per channel, `groups = channels`) with arbitrary
-//! stride and asymmetric zero padding, forward and input gradient.
+//! stride and asymmetric zero padding: forward, input gradient and weight gradient.
 //!
 //! candle 0.11 runs a grouped convolution as one convolution per channel followed by a
 //! concatenation, and its backward builds a zero tensor per group; neither is usable for
@@ -72,7 +72,7 @@ impl Columns {
         let range = (0..k)
             .map(|b| {
                 // ix = j·s + b − pl ∈ [0, w)
-                let j0 = if b >= pl { 0 } else { (pl - b).div_ceil(s) };
+                let j0 = if b >= pl { 0 } else { (pl - b).div_ceil(s) }.min(wo);
                 let j1 = if w + pl > b { ((w + pl - b - 1) / s + 1).min(wo) } else { 0 };
                 let j1 = j1.max(j0);
                 (j0, j1, (j0 * s + b).saturating_sub(pl))
@@ -189,6 +189,80 @@ fn cpu_forward<T: Float>(
         }
     });
     T::to_tensor(out, &[n, c, ho, wo], x.device())
+}
+
+/// The gradient with respect to the weight: `dw[c, 0, a, b] = Σ_{n,i,j} dy[n, c, i, j] ·
+/// x_pad[n, c, s·i + a, s·j + b]` for `x [N, C, H, W]` and `dy [N, C, Ho, Wo]`.
+pub fn backward_weight(x: &Tensor, dy: &Tensor, g: &DwGeometry) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let (ho, wo) = g.output_size(h, w)?;
+    if dy.dims() != [n, c, ho, wo] {
+        return Err(Error::invalid(format!(
+            "depthwise weight gradient: gradient {:?} does not fit input {:?}",
+            dy.dims(),
+            x.dims()
+        )));
+    }
+    match (x.device(), x.dtype()) {
+        (Device::Cpu, DType::F32) => cpu_backward_weight::<f32>(x, dy, g, (n, c, h, w), (ho, wo)),
+        (Device::Cpu, DType::F64) => cpu_backward_weight::<f64>(x, dy, g, (n, c, h, w), (ho, wo)),
+        _ => generic_backward_weight(x, dy, g, (ho, wo)),
+    }
+}
+
+fn cpu_backward_weight<T: Float>(
+    x: &Tensor,
+    dy: &Tensor,
+    g: &DwGeometry,
+    (n, c, h, w): (usize, usize, usize, usize),
+    (ho, wo): (usize, usize),
+) -> Result<Tensor> {
+    let xs = T::from_tensor(x)?;
+    let ds = T::from_tensor(&dy.to_dtype(x.dtype())?)?;
+    let (k, s, [pt, _, pl, _]) = (g.kernel, g.stride, g.pads);
+    let cols = Columns::new(k, s, pl, w, wo);
+    let mut out = vec![T::default(); c * k * k];
+    // one channel's k×k taps per task, summed over the batch
+    for_planes(&mut out, k * k, n * c * ho * wo * k * k, |ch, taps| {
+        for b in 0..n {
+            let p = b * c + ch;
+            let (xp, dp) = (&xs[p * h * w..(p + 1) * h * w], &ds[p * ho * wo..(p + 1) * ho * wo]);
+            for i in 0..ho {
+                let drow = &dp[i * wo..(i + 1) * wo];
+                for a in 0..k {
+                    let iy = (i * s + a) as isize - pt as isize;
+                    if iy < 0 || iy >= h as isize {
+                        continue;
+                    }
+                    let xrow = &xp[iy as usize * w..(iy as usize + 1) * w];
+                    for bb in 0..k {
+                        let (j0, j1, x0) = cols.range[bb];
+                        let mut acc = T::default();
+                        for (jj, &d) in drow[j0..j1].iter().enumerate() {
+                            acc = acc + d * xrow[x0 + jj * s];
+                        }
+                        taps[a * k + bb] = taps[a * k + bb] + acc;
+                    }
+                }
+            }
+        }
+    });
+    T::to_tensor(out, &[c, 1, k, k], x.device())
+}
+
+fn generic_backward_weight(x: &Tensor, dy: &Tensor, g: &DwGeometry, (ho, wo): (usize, usize)) -> Result<Tensor> {
+    let [t, b, l, r] = g.pads;
+    let xp = x.pad_with_zeros(2, t, b)?.pad_with_zeros(3, l, r)?;
+    let c = x.dim(1)?;
+    let mut taps = Vec::with_capacity(g.kernel * g.kernel);
+    for a in 0..g.kernel {
+        let rows = strided(&xp, 2, a, ho, g.stride)?;
+        for bb in 0..g.kernel {
+            let tap = strided(&rows, 3, bb, wo, g.stride)?;
+            taps.push((tap * dy)?.sum((0, 2, 3))?);
+        }
+    }
+    Ok(Tensor::stack(&taps, 1)?.reshape((c, 1, g.kernel, g.kernel))?)
 }
 
 fn cpu_backward<T: Float>(
@@ -446,6 +520,12 @@ mod tests {
             let lhs = (&dy * &y).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
             let rhs = (&dx * &x).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
             assert!((lhs - rhs).abs() < 1e-10, "adjoint k{k} s{s}: {lhs} vs {rhs}");
+            // the map is linear in the weight too: <dy, y> = <dw, w>
+            let dw = backward_weight(&x, &dy, &g).unwrap();
+            let dw2 = generic_backward_weight(&x, &dy, &g, g.output_size(hw, hw).unwrap()).unwrap();
+            assert!(max_diff(&dw, &dw2) < 1e-12, "weight gradient k{k} s{s}");
+            let rhs = (&dw * &wt).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
+            assert!((lhs - rhs).abs() < 1e-10, "weight adjoint k{k} s{s}: {lhs} vs {rhs}");
         }
     }
 

@@ -110,15 +110,71 @@ impl Network {
 
     /// Logits from `h` at `tap`, recording what the backward pass needs.
     pub fn suffix_forward(&self, tap: &str, h: &Tensor) -> Result<(Tensor, SuffixTape)> {
+        self.suffix_run(tap, h, false)
+    }
+
+    /// [`Network::suffix_forward`] recording also what the weight gradients need
+    /// ([`Network::suffix_backward_params`]).
+    pub fn suffix_forward_train(&self, tap: &str, h: &Tensor) -> Result<(Tensor, SuffixTape)> {
+        self.suffix_run(tap, h, true)
+    }
+
+    fn suffix_run(&self, tap: &str, h: &Tensor, train: bool) -> Result<(Tensor, SuffixTape)> {
         let first = self.after(tap)?;
         let mut h = h.clone();
         let mut tapes = Vec::with_capacity(self.stages.len() - first);
         for (_, l) in &self.stages[first..] {
-            let (y, t) = l.forward_tape(&h)?;
+            let (y, t) = if train { l.forward_train(&h)? } else { l.forward_tape(&h)? };
             tapes.push(t);
             h = y;
         }
         Ok((h, SuffixTape { first, tapes }))
+    }
+
+    /// `∂loss/∂h` at the tap and the weight gradients of every stage after it (in
+    /// [`Layer::params`] order, one list per stage), from a [`Network::suffix_forward_train`] tape.
+    /// From the `input` tap there is no input gradient (`None`): training never needs the
+    /// pixels' gradient, and it would cost as much as the first stage's forward pass.
+    pub fn suffix_backward_params(&self, tape: &SuffixTape, dout: &Tensor) -> Result<(Option<Tensor>, Vec<Vec<Tensor>>)> {
+        let mut g = dout.clone();
+        let mut grads = Vec::with_capacity(tape.tapes.len());
+        for (i, ((_, l), t)) in self.stages[tape.first..].iter().zip(&tape.tapes).enumerate().rev() {
+            if i == 0 && tape.first == 0 {
+                // the gradient for the pixels is not needed
+                grads.push(l.param_grads(t, &g)?);
+                grads.reverse();
+                return Ok((None, grads));
+            }
+            let (dx, gp) = l.backward_params(t, &g)?;
+            grads.push(gp);
+            g = dx;
+        }
+        grads.reverse();
+        Ok((Some(g), grads))
+    }
+
+    /// The stage names in order.
+    pub fn stage_names(&self) -> Vec<&str> {
+        self.stages.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    /// The parameters of every stage (see [`Layer::params`]).
+    pub fn stage_params(&self) -> Result<Vec<Vec<Tensor>>> {
+        self.stages.iter().map(|(_, l)| l.params()).collect()
+    }
+
+    /// A copy whose last `params.len()` stages take these parameters (see [`Layer::with_params`]);
+    /// the stages before them are shared.
+    pub fn with_stage_params(&self, params: &[Vec<Tensor>]) -> Result<Network> {
+        let n = self.stages.len();
+        if params.len() > n {
+            return Err(Error::invalid(format!("{} parameter lists for {n} stages", params.len())));
+        }
+        let mut stages = self.stages.clone();
+        for ((_, l), p) in stages[n - params.len()..].iter_mut().zip(params) {
+            *l = Arc::from(l.with_params(p)?);
+        }
+        Ok(Network { stages, num_classes: self.num_classes })
     }
 
     /// `∂loss/∂h` at the tap from `∂loss/∂logits`.
