@@ -10,9 +10,21 @@ fn main() {
             w.matmul(&xt).unwrap().reshape((o, n, l)).unwrap().transpose(0, 1).unwrap().contiguous().unwrap()
         };
         let _ = (a(), b());
-        let s = Instant::now(); for _ in 0..5 { a(); } let ta = s.elapsed() / 5;
-        let s = Instant::now(); for _ in 0..5 { b(); } let tb = s.elapsed() / 5;
+        let s = Instant::now();
+        for _ in 0..5 {
+            a();
+        }
+        let ta = s.elapsed() / 5;
+        let s = Instant::now();
+        for _ in 0..5 {
+            b();
+        }
+        let tb = s.elapsed() / 5;
         let flops = 2.0 * (n * c * o * l) as f64;
-        println!("n{n} c{c} o{o} l{l}: batched {ta:?} ({:.1} GFLOPS), one gemm {tb:?} ({:.1} GFLOPS)", flops / ta.as_secs_f64() / 1e9, flops / tb.as_secs_f64() / 1e9);
+        println!(
+            "n{n} c{c} o{o} l{l}: batched {ta:?} ({:.1} GFLOPS), one gemm {tb:?} ({:.1} GFLOPS)",
+            flops / ta.as_secs_f64() / 1e9,
+            flops / tb.as_secs_f64() / 1e9
+        );
     }
 }

@@ -6,18 +6,30 @@ fn t(name: &str, l: &dyn Layer, x: &Tensor) {
     let dy = y.ones_like().unwrap();
     let _ = l.backward_params(&tape, &dy).unwrap();
     let s = Instant::now();
-    for _ in 0..3 { let _ = l.forward_train(x).unwrap(); }
+    for _ in 0..3 {
+        let _ = l.forward_train(x).unwrap();
+    }
     let f = s.elapsed() / 3;
     let s = Instant::now();
-    for _ in 0..3 { let _ = l.backward(&tape, &dy).unwrap(); }
+    for _ in 0..3 {
+        let _ = l.backward(&tape, &dy).unwrap();
+    }
     let b = s.elapsed() / 3;
     let s = Instant::now();
-    for _ in 0..3 { let _ = l.backward_params(&tape, &dy).unwrap(); }
+    for _ in 0..3 {
+        let _ = l.backward_params(&tape, &dy).unwrap();
+    }
     let bp = s.elapsed() / 3;
     println!("{name:30} fwd {f:>10.2?} bwd-input {b:>10.2?} bwd+params {bp:>10.2?}");
 }
 fn conv(cin: usize, cout: usize, k: usize, s: usize, p: usize, g: usize) -> Conv2d {
-    Conv2d { weight: Tensor::randn(0f32, 0.1, (cout, cin / g, k, k), &Device::Cpu).unwrap(), bias: Some(Tensor::zeros(cout, candle_core::DType::F32, &Device::Cpu).unwrap()), stride: s, padding: Padding::Fixed(p), groups: g }
+    Conv2d {
+        weight: Tensor::randn(0f32, 0.1, (cout, cin / g, k, k), &Device::Cpu).unwrap(),
+        bias: Some(Tensor::zeros(cout, candle_core::DType::F32, &Device::Cpu).unwrap()),
+        stride: s,
+        padding: Padding::Fixed(p),
+        groups: g,
+    }
 }
 fn main() {
     let r = |d: (usize, usize, usize, usize)| Tensor::randn(0f32, 1.0, d, &Device::Cpu).unwrap();
@@ -27,9 +39,17 @@ fn main() {
     t("pw 24->96 16px", &conv(24, 96, 1, 1, 0, 1), &r((b, 24, 16, 16)));
     t("pw 96->24 16px", &conv(96, 24, 1, 1, 0, 1), &r((b, 96, 16, 16)));
     t("gelu 96 16px", &Activation::Gelu, &r((b, 96, 16, 16)));
-    let ln = LayerNorm2d { weight: Tensor::ones(24, candle_core::DType::F32, &Device::Cpu).unwrap(), bias: Tensor::zeros(24, candle_core::DType::F32, &Device::Cpu).unwrap(), eps: 1e-6 };
+    let ln = LayerNorm2d {
+        weight: Tensor::ones(24, candle_core::DType::F32, &Device::Cpu).unwrap(),
+        bias: Tensor::zeros(24, candle_core::DType::F32, &Device::Cpu).unwrap(),
+        eps: 1e-6,
+    };
     t("ln 24 16px", &ln, &r((b, 24, 16, 16)));
-    t("scale 24 16px", &Scale(Tensor::ones((1, 24, 1, 1), candle_core::DType::F32, &Device::Cpu).unwrap()), &r((b, 24, 16, 16)));
+    t(
+        "scale 24 16px",
+        &Scale(Tensor::ones((1, 24, 1, 1), candle_core::DType::F32, &Device::Cpu).unwrap()),
+        &r((b, 24, 16, 16)),
+    );
     t("down 24->48 k2s2 16px", &conv(24, 48, 2, 2, 0, 1), &r((b, 24, 16, 16)));
     t("dw 48 7x7 8px", &conv(48, 48, 7, 1, 3, 48), &r((b, 48, 8, 8)));
     t("down 48->96 k2s1 8px", &conv(48, 96, 2, 1, 0, 1), &r((b, 48, 8, 8)));

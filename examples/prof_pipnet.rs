@@ -4,7 +4,8 @@ use ibex::models::weights::Weights;
 use ibex::train::pipnet::{init_weights, BackboneSpec};
 use std::time::Instant;
 fn main() {
-    let spec = BackboneSpec { widths: vec![24, 48, 96, 192], depths: vec![1, 1, 1, 1], stride_threshold: 30, init: None };
+    let spec =
+        BackboneSpec { widths: vec![24, 48, 96, 192], depths: vec![1, 1, 1, 1], stride_threshold: 30, init: None };
     let net = PipNet::convnext(&Weights::from_tensors(init_weights(&spec, 10, 1).unwrap()), 30).unwrap();
     let x = Tensor::randn(0f32, 1.0, (256, 3, 64, 64), &Device::Cpu).unwrap();
     let t = Instant::now();

@@ -42,7 +42,9 @@ fn losses_match_the_official_calculate_loss() {
     let y = labels(&out);
     let z = &out["convnext.loss.z"];
     let p = &out["convnext.loss.p"];
-    for (okey, gold) in [("convnext.loss.o", &m["convnext"]["losses"]), ("convnext_sparseW", &m["convnext"]["losses_sparseW"])] {
+    for (okey, gold) in
+        [("convnext.loss.o", &m["convnext"]["losses"]), ("convnext_sparseW", &m["convnext"]["losses_sparseW"])]
+    {
         let o = if okey == "convnext_sparseW" { &out["convnext.loss_sparseW.o"] } else { &out[okey] };
         let g = |k: &str| gold[k].as_f64().unwrap();
         let (t, _) = pipnet_loss(z, p, o, &y, 2.0, &STAGE2).unwrap();
@@ -167,7 +169,13 @@ fn every_parameter_gradient_matches_finite_differences() {
         .into_iter()
         .map(|(k, t)| {
             let n = t.elem_count();
-            let scale = if k.contains("multiplier") { 0.0 } else if k.starts_with("_classification") { 0.3 } else { 0.5 };
+            let scale = if k.contains("multiplier") {
+                0.0
+            } else if k.starts_with("_classification") {
+                0.3
+            } else {
+                0.5
+            };
             let noise: Vec<f64> = (0..n).map(|_| scale * rng.random_range(-1.0..1.0)).collect();
             let noise = Tensor::from_vec(noise, t.dims(), &Device::Cpu).unwrap();
             (k, (t.to_dtype(DType::F64).unwrap() + noise).unwrap())
@@ -227,5 +235,9 @@ fn every_parameter_gradient_matches_finite_differences() {
 }
 
 fn clone(net: &PipNet) -> PipNet {
-    PipNet { backbone: net.backbone.with_stage_params(&[]).unwrap(), weight: net.weight.clone(), multiplier: net.multiplier }
+    PipNet {
+        backbone: net.backbone.with_stage_params(&[]).unwrap(),
+        weight: net.weight.clone(),
+        multiplier: net.multiplier,
+    }
 }

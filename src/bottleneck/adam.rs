@@ -54,7 +54,8 @@ impl Adam {
         let bc2 = 1.0 - self.beta2.powi(self.step);
         let step_size = self.lr / bc1;
         let denom = ((self.v.sqrt()? / bc2.sqrt())? + self.eps)?;
-        let param = if self.weight_decay != 0.0 { (param * (1.0 - self.lr * self.weight_decay))? } else { param.clone() };
+        let param =
+            if self.weight_decay != 0.0 { (param * (1.0 - self.lr * self.weight_decay))? } else { param.clone() };
         Ok((param - ((&self.m / denom)? * step_size)?)?)
     }
 

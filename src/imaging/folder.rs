@@ -66,7 +66,11 @@ impl ImageFolder {
         let mut files = Vec::new();
         for (label, d) in dirs.iter().enumerate() {
             let mut f = image_files(d).map_err(|_| {
-                Error::invalid(format!("class directory {} has no images ({})", d.display(), IMAGE_EXTENSIONS.join(", ")))
+                Error::invalid(format!(
+                    "class directory {} has no images ({})",
+                    d.display(),
+                    IMAGE_EXTENSIONS.join(", ")
+                ))
             })?;
             if let Some(n) = per_class {
                 f.truncate(n);

@@ -38,8 +38,8 @@
 //! file and renamed, so an interrupt never leaves a broken checkpoint; `metrics.jsonl` gets one
 //! line per epoch.
 
-use super::pipnet_loss::{pipnet_loss, LossTerms, LossWeights};
 use super::pipnet_eval::{evaluate, EvalReport};
+use super::pipnet_loss::{pipnet_loss, LossTerms, LossWeights};
 use super::schedule::{cosine, warm_restarts};
 use crate::bottleneck::adam::Adam;
 use crate::control::RunControl;
@@ -730,7 +730,9 @@ impl Trainer {
                 lr_sheet = if epoch == 1 && i == 0 {
                     c.lr
                 } else {
-                    let prev = if i == 0 { (epoch - 2) as f64 + (iters - 1) as f64 / iters as f64 } else {
+                    let prev = if i == 0 {
+                        (epoch - 2) as f64 + (iters - 1) as f64 / iters as f64
+                    } else {
                         (epoch - 1) as f64 + (i - 1) as f64 / iters as f64
                     };
                     warm_restarts(c.lr, 0.001, prev, period)

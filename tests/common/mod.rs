@@ -144,3 +144,69 @@ pub fn suffix_fd_worst(net: &ibex::models::cnn::Network, tap: &str, x: &Tensor, 
     }
     worst
 }
+
+/// Where Debian's `dataset-fashion-mnist` puts the IDX files (or `IBEX_FASHION_MNIST`).
+pub fn fashion_mnist_dir() -> PathBuf {
+    let dir = std::env::var_os("IBEX_FASHION_MNIST")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/share/datasets/fashion-mnist"));
+    assert!(
+        dir.join("t10k-images-idx3-ubyte.gz").is_file(),
+        "Fashion-MNIST not found in {} (apt install dataset-fashion-mnist, or set IBEX_FASHION_MNIST)",
+        dir.display()
+    );
+    dir
+}
+
+/// The Fashion-MNIST class directory names of the fixture (label order).
+pub const FASHION_CLASSES: [&str; 10] = [
+    "0_tshirt_top",
+    "1_trouser",
+    "2_pullover",
+    "3_dress",
+    "4_coat",
+    "5_sandal",
+    "6_shirt",
+    "7_sneaker",
+    "8_bag",
+    "9_ankle_boot",
+];
+
+fn gunzip(path: &std::path::Path) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap()).read_to_end(&mut out).unwrap();
+    out
+}
+
+/// A Fashion-MNIST split (`train` or `t10k`) as 28×28 grey images (three equal channels) and
+/// labels, in file order; with `per_class`, the first that many of each class (the fixture's
+/// training subset is the first 1000 per class).
+pub fn fashion_mnist(split: &str, per_class: Option<usize>) -> ibex::imaging::folder::ImageFolder {
+    let dir = fashion_mnist_dir();
+    let images = gunzip(&dir.join(format!("{split}-images-idx3-ubyte.gz")));
+    let labels = gunzip(&dir.join(format!("{split}-labels-idx1-ubyte.gz")));
+    assert_eq!(&images[..4], &[0, 0, 8, 3], "IDX image magic");
+    assert_eq!(&labels[..4], &[0, 0, 8, 1], "IDX label magic");
+    let n = u32::from_be_bytes(images[4..8].try_into().unwrap()) as usize;
+    let mut counts = [0usize; 10];
+    let mut folder = ibex::imaging::folder::ImageFolder {
+        classes: FASHION_CLASSES.iter().map(|s| s.to_string()).collect(),
+        images: Vec::new(),
+        labels: Vec::new(),
+        paths: Vec::new(),
+    };
+    for i in 0..n {
+        let label = labels[8 + i] as usize;
+        if per_class.is_some_and(|k| counts[label] >= k) {
+            continue;
+        }
+        counts[label] += 1;
+        let px = &images[16 + i * 784..16 + (i + 1) * 784];
+        let rgb: Vec<f32> = px.iter().flat_map(|&g| [g as f32; 3]).collect();
+        folder.images.push(ibex::imaging::image::RgbImage::new(28, 28, rgb, true).unwrap());
+        folder.labels.push(label as u32);
+        folder.paths.push(PathBuf::from(format!("{split}_{i:05}")));
+    }
+    folder
+}

@@ -380,13 +380,16 @@ impl Layer for Activation {
         Ok(match self {
             Activation::Relu => x.relu()?,
             Activation::Relu6 => x.clamp(0f32, 6f32)?,
-            Activation::Gelu => x.gelu_erf()?,
+            Activation::Gelu => match gelu_fused(x, false)? {
+                Some((y, _)) => y,
+                None => x.gelu_erf()?,
+            },
         })
     }
 
     fn forward_tape(&self, x: &Tensor) -> Result<(Tensor, Tape)> {
         if *self == Activation::Gelu {
-            if let Some(r) = gelu_fused(x)? {
+            if let Some(r) = gelu_fused(x, true)? {
                 return Ok(r);
             }
             // y = x·Φ(x), y' = Φ(x) + x·φ(x): Φ computed once for both
@@ -411,27 +414,29 @@ impl Layer for Activation {
     }
 }
 
-/// GELU and its derivative in one pass over the values (CPU, f32), or `None` elsewhere. Φ uses
-/// Abramowitz & Stegun's 7.1.26 for erf (absolute error below 1.5e-7, under f32 rounding of
-/// the result's scale) so that Φ and φ share one exponential.
-fn gelu_fused(x: &Tensor) -> Result<Option<(Tensor, Tape)>> {
+/// GELU (and with `derivative` its derivative, as a tape) in one pass over the values (CPU,
+/// f32), or `None` elsewhere. Φ uses Abramowitz & Stegun's 7.1.26 for erf (absolute error below
+/// 1.5e-7, under f32 rounding of the result's scale) so that Φ and φ share one exponential.
+fn gelu_fused(x: &Tensor, derivative: bool) -> Result<Option<(Tensor, Tape)>> {
     if !x.device().is_cpu() || x.dtype() != DType::F32 {
         return Ok(None);
     }
     let v = x.flatten_all()?.to_vec1::<f32>()?;
     let mut y = vec![0f32; v.len()];
-    let mut d = vec![0f32; v.len()];
+    let mut d = vec![0f32; if derivative { v.len() } else { 0 }];
     const INV_SQRT_2PI: f32 = 0.398_942_3;
     const A: [f32; 5] = [0.254_829_6, -0.284_496_74, 1.421_413_7, -1.453_152, 1.061_405_4];
     let run = |v: &[f32], y: &mut [f32], d: &mut [f32]| {
-        for ((&xv, yv), dv) in v.iter().zip(y.iter_mut()).zip(d.iter_mut()) {
+        for (i, (&xv, yv)) in v.iter().zip(y.iter_mut()).enumerate() {
             let g = (-0.5 * xv * xv).exp();
             let t = 1.0 / (1.0 + 0.327_591_1 * xv.abs() * std::f32::consts::FRAC_1_SQRT_2);
             let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
             let erf_abs = 1.0 - poly * g;
             let cdf = 0.5 * (1.0 + if xv < 0.0 { -erf_abs } else { erf_abs });
             *yv = xv * cdf;
-            *dv = cdf + xv * g * INV_SQRT_2PI;
+            if let Some(dv) = d.get_mut(i) {
+                *dv = cdf + xv * g * INV_SQRT_2PI;
+            }
         }
     };
     let threads = candle_core::utils::get_num_threads().max(1);
@@ -440,16 +445,16 @@ fn gelu_fused(x: &Tensor) -> Result<Option<(Tensor, Tape)>> {
     } else {
         let chunk = v.len().div_ceil(threads);
         std::thread::scope(|s| {
-            for ((vc, yc), dc) in v.chunks(chunk).zip(y.chunks_mut(chunk)).zip(d.chunks_mut(chunk)) {
-                s.spawn(move || run(vc, yc, dc));
+            let mut dc = d.chunks_mut(chunk);
+            for (vc, yc) in v.chunks(chunk).zip(y.chunks_mut(chunk)) {
+                let dcc = dc.next().unwrap_or_default();
+                s.spawn(move || run(vc, yc, dcc));
             }
         });
     }
     let shape = x.dims();
-    Ok(Some((
-        Tensor::from_vec(y, shape, x.device())?,
-        Tape { saved: vec![Tensor::from_vec(d, shape, x.device())?], children: vec![] },
-    )))
+    let saved = if derivative { vec![Tensor::from_vec(d, shape, x.device())?] } else { vec![] };
+    Ok(Some((Tensor::from_vec(y, shape, x.device())?, Tape { saved, children: vec![] })))
 }
 
 /// Layers applied in order.
@@ -873,7 +878,12 @@ mod layer_norm_cpu {
     }
 
     /// `(dx, dγ, dβ)` from `dy`, `x̂`, `1/σ`.
-    pub fn backward(dy: &Tensor, xhat: &Tensor, inv: &Tensor, gamma: &Tensor) -> Result<Option<(Tensor, Tensor, Tensor)>> {
+    pub fn backward(
+        dy: &Tensor,
+        xhat: &Tensor,
+        inv: &Tensor,
+        gamma: &Tensor,
+    ) -> Result<Option<(Tensor, Tensor, Tensor)>> {
         if !eligible(dy) || !eligible(xhat) || gamma.dtype() != DType::F32 {
             return Ok(None);
         }
@@ -926,7 +936,11 @@ mod layer_norm_cpu {
             }
         }
         let dev = dy.device();
-        Ok(Some((Tensor::from_vec(dx, (n, c, h, w), dev)?, Tensor::from_vec(dg, c, dev)?, Tensor::from_vec(db, c, dev)?)))
+        Ok(Some((
+            Tensor::from_vec(dx, (n, c, h, w), dev)?,
+            Tensor::from_vec(dg, c, dev)?,
+            Tensor::from_vec(db, c, dev)?,
+        )))
     }
 }
 
@@ -1108,7 +1122,11 @@ mod param_grad_tests {
         check(&Scale(rand(&[1, 4, 1, 1], 7)), &x);
         check(&Linear { weight: rand(&[3, 4], 8), bias: Some(rand(&[3], 9)) }, &rand(&[5, 4], 10));
         let block = Residual {
-            body: Sequence(vec![Box::new(conv(4, 4, 3, 1, 1, 4)), Box::new(Activation::Gelu), Box::new(conv(4, 4, 1, 1, 0, 1))]),
+            body: Sequence(vec![
+                Box::new(conv(4, 4, 3, 1, 1, 4)),
+                Box::new(Activation::Gelu),
+                Box::new(conv(4, 4, 1, 1, 0, 1)),
+            ]),
             skip: None,
             post: None,
         };
@@ -1123,7 +1141,18 @@ mod fused_tests {
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
         let b = b.to_dtype(a.dtype()).unwrap();
-        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
     }
 
     #[test]

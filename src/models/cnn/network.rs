@@ -135,7 +135,11 @@ impl Network {
     /// [`Layer::params`] order, one list per stage), from a [`Network::suffix_forward_train`] tape.
     /// From the `input` tap there is no input gradient (`None`): training never needs the
     /// pixels' gradient, and it would cost as much as the first stage's forward pass.
-    pub fn suffix_backward_params(&self, tape: &SuffixTape, dout: &Tensor) -> Result<(Option<Tensor>, Vec<Vec<Tensor>>)> {
+    pub fn suffix_backward_params(
+        &self,
+        tape: &SuffixTape,
+        dout: &Tensor,
+    ) -> Result<(Option<Tensor>, Vec<Vec<Tensor>>)> {
         let mut g = dout.clone();
         let mut grads = Vec::with_capacity(tape.tapes.len());
         for (i, ((_, l), t)) in self.stages[tape.first..].iter().zip(&tape.tapes).enumerate().rev() {
