@@ -2,7 +2,8 @@
 //! 224×224 photo: IBA at `blocks.10` (paper defaults: 10 steps × 10 samples), Grad-CAM, and
 //! a plain forward pass (a batch of 17, what a deletion curve scores per call).
 //!
-//! Also PIP-Net's forward pass on the fixture's Fashion-MNIST model, one image and a batch.
+//! Also PIP-Net's forward pass on the fixture's Fashion-MNIST model, one image and a batch, and
+//! one training step (forward + backward with weight gradients).
 //!
 //! `cargo bench --bench cnn`; compare with the official IBA timed on the same machine
 //! (`tools/time_official_iba.py`, see README "Performance").
@@ -44,6 +45,16 @@ fn bench(c: &mut Criterion) {
         g.bench_function("forward_1", |bn| bn.iter(|| net.forward(&x1).unwrap()));
         let x64 = Tensor::randn(0f32, 1.0, (64, 3, 64, 64), &dev).unwrap();
         g.bench_function("forward_batch64", |bn| bn.iter(|| net.forward(&x64).unwrap()));
+        // one training step's forward + backward (all layers, the stage-2 loss) on a
+        // pretraining batch (128 images = 256 views); tools/time_pipnet_train_torch.py times
+        // PyTorch's
+        let x256 = Tensor::randn(0f32, 1.0, (256, 3, 64, 64), &dev).unwrap();
+        let labels: Vec<u32> = (0..128).map(|i| i % 10).collect();
+        let lw = ibex::train::pipnet_loss::LossWeights { align: 5.0, tanh: 2.0, class: 2.0 };
+        g.sample_size(10);
+        g.bench_function("train_step_256_views", |bn| {
+            bn.iter(|| ibex::train::pipnet::gradients(&net, &x256, &labels, &lw, true, Some(0)).unwrap())
+        });
         g.finish();
     }
 }

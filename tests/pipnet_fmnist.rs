@@ -263,31 +263,68 @@ fn bad_models_and_inputs_get_clear_errors() {
     assert!(e.contains("1 classes"), "{e}");
 }
 
-/// The fixture's full configuration from scratch (outside CI: about half an hour on 2 cores).
+/// The fixture's full configuration from scratch (outside CI: about 20 minutes on 2 cores),
+/// then [`trained_model_report`] on the result.
 #[test]
 #[ignore]
 fn full_fixture_training() {
     let data = common::fashion_mnist("train", Some(1000));
-    let test = common::fashion_mnist("t10k", None);
-    let out = std::env::var_os("IBEX_TRAIN_OUT")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| "target/pipnet-fmnist".into());
     let start = std::time::Instant::now();
     let mut t = Trainer::new(fixture_config(), &data).unwrap();
-    t.run(&data, None, &out, &mut RunControl::default(), |m| {
+    t.run(&data, None, &train_out(), &mut RunControl::default(), |m| {
         eprintln!(
             "{:?} {}: loss {:.3} LA {:.3} LT {:.3} LC {:.3} acc {:.3} present {:.1} ({:.0} s)",
             m.phase, m.epoch, m.loss, m.align, m.tanh, m.class, m.train_accuracy, m.present, m.seconds
         )
     })
     .unwrap();
-    let train_s = start.elapsed().as_secs_f64();
-    let r = evaluate(
-        &t.net,
-        &ibex::models::pipnet::PipNetBundle::load(&out, &Device::Cpu).unwrap().preprocessor,
-        &test,
-        256,
-    )
-    .unwrap();
-    eprintln!("training {train_s:.0} s; test: {}", serde_json::to_string(&r).unwrap());
+    eprintln!("training {:.0} s", start.elapsed().as_secs_f64());
+    trained_model_report();
+}
+
+fn train_out() -> std::path::PathBuf {
+    std::env::var_os("IBEX_TRAIN_OUT").map(std::path::PathBuf::from).unwrap_or_else(|| "target/pipnet-fmnist".into())
+}
+
+/// Test figures of the model in `IBEX_TRAIN_OUT` (default `target/pipnet-fmnist`), its FPR95
+/// thresholds from the test split, and the share of each OOD set and of blank images it
+/// accepts as in-distribution.
+#[test]
+#[ignore]
+fn trained_model_report() {
+    let bundle = PipNetBundle::load(&train_out(), &Device::Cpu).unwrap();
+    let test = common::fashion_mnist("t10k", None);
+    let r = evaluate(&bundle.model, &bundle.preprocessor, &test, 256).unwrap();
+    eprintln!("test: {}", serde_json::to_string(&r).unwrap());
+    let o = scores(&bundle, &test);
+    let t = ibex::models::pipnet::fpr_thresholds(&o, 10, 95.0).unwrap();
+    let best = |o: &Vec<f32>| (0..10).max_by(|&a, &b| o[a].total_cmp(&o[b]).then(b.cmp(&a))).unwrap();
+    let accepted = |o: &[Vec<f32>]| o.iter().filter(|o| o[best(o)] >= t[best(o)]).count() as f64 / o.len() as f64;
+    let sets: std::collections::HashMap<String, Tensor> =
+        candle_core::safetensors::load(pip("fmnist/ood_images.safetensors"), &Device::Cpu).unwrap();
+    let folder = |raw: Vec<u8>| ImageFolder {
+        classes: test.classes.clone(),
+        labels: vec![0; raw.len() / 784],
+        images: raw
+            .chunks_exact(784)
+            .map(|g| {
+                ibex::imaging::image::RgbImage::new(28, 28, g.iter().flat_map(|&v| [v as f32; 3]).collect(), true)
+                    .unwrap()
+            })
+            .collect(),
+        paths: vec![],
+    };
+    for name in ["digits", "noise"] {
+        let f = folder(sets[name].flatten_all().unwrap().to_vec1::<u8>().unwrap());
+        eprintln!("{name}: accepted as in-distribution {:.4}", accepted(&scores(&bundle, &f)));
+    }
+    for (name, v) in [("black", 0u8), ("white", 255)] {
+        let s = scores(&bundle, &folder(vec![v; 784]));
+        eprintln!(
+            "{name}: best score {:.3}, threshold {:.3}, ood {}",
+            s[0][best(&s[0])],
+            t[best(&s[0])],
+            accepted(&s) == 0.0
+        );
+    }
 }

@@ -123,12 +123,67 @@ enum PipnetCommand {
     /// Compute per-class OOD thresholds (the official FPR95 procedure) over in-distribution
     /// images and store them in the model's config.json; explanations then report `ood`.
     Thresholds(ThresholdsArgs),
+    /// Explain one image: class scores, abstention, OOD, the contributing prototypes with
+    /// presence, weight and box, the maps (`ibex explain IMAGE --model DIR` does the same).
+    Explain(PipnetExplainArgs),
     /// Train a PIP-Net (ConvNeXt backbone) on an ImageFolder tree: prototype pretraining, then
     /// the scoring sheet and backbone. Resumable; a loadable model after every epoch.
     Train(TrainArgs),
     /// Accuracy, abstentions, global size, sparsity and local explanation size on a labelled
     /// ImageFolder tree (the official evaluation's definitions; the model is not changed).
     Eval(PipnetEvalArgs),
+}
+
+#[derive(Args)]
+struct PipnetExplainArgs {
+    /// A PIP-Net model directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// Image file (PNG, JPEG, WebP, BMP, TIFF).
+    #[arg(long)]
+    image: PathBuf,
+    /// Write the JSON report (scores, predicted, abstained, ood, prototypes, top_classes, maps).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the class-evidence map over the image to this PNG.
+    #[arg(long)]
+    overlay: Option<PathBuf>,
+    /// Write the local explanation sheet to this PNG.
+    #[arg(long)]
+    sheet: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+impl From<PipnetExplainArgs> for ExplainArgs {
+    fn from(a: PipnetExplainArgs) -> Self {
+        ExplainArgs {
+            image: a.image,
+            model: Some(a.model.display().to_string()),
+            method: Some("pipnet".into()),
+            target: None,
+            texts: vec![],
+            layer: None,
+            beta: None,
+            steps: None,
+            samples: None,
+            samples_per_pass: None,
+            seed: None,
+            stats: None,
+            state: None,
+            alpha: None,
+            max_pixels: None,
+            report: false,
+            device: "cpu".into(),
+            overlay: a.overlay,
+            sheet: a.sheet,
+            colormap: "turbo".into(),
+            opacity: 0.5,
+            json: a.json,
+            quiet: a.quiet,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -1521,6 +1576,7 @@ fn main() {
         Command::Pipnet(PipnetCommand::Thresholds(a)) => run_thresholds(a),
         Command::Pipnet(PipnetCommand::Prototypes(a)) => run_prototypes(a),
         Command::Pipnet(PipnetCommand::Train(a)) => run_train(a),
+        Command::Pipnet(PipnetCommand::Explain(a)) => run_explain(a.into()),
         Command::Pipnet(PipnetCommand::Eval(a)) => run_pipnet_eval(a),
         Command::DualIb(DualIbCommand::Fit(a)) => run_fit_dual_ib(a),
     };

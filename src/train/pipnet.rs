@@ -15,7 +15,7 @@
 //! floor 0.001) stepped with the fractional epoch after each batch.
 //!
 //! **Sparsity.** After every phase-2 step `W ← max(W − 10⁻³, 0)`, and once more before the last
-//! epoch. (The official `eval_pipnet` also subtracts 10⁻³ before every *evaluation* batch, so
+//! epoch and every 30th. (The official `eval_pipnet` also subtracts 10⁻³ before every *evaluation* batch, so
 //! its reported figures belong to a sheet that is not the saved one — upstream issue #3; here
 //! evaluation never changes the model.) `relu'(0) = 0`, so a weight clamped to 0 gets no
 //! gradient and stays 0 unless Adam's momentum carries it.
@@ -687,7 +687,9 @@ impl Trainer {
         let key = c.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ ((phase as u64) << 40) ^ epoch as u64;
         order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(key));
         let block = self.block_stage();
-        let finetune = phase == Phase::Train && epoch <= c.finetune_epochs && c.epochs_pretrain > 0;
+        // the official rule: sheet-only epochs when the prototypes were pretrained or loaded
+        let finetune =
+            phase == Phase::Train && epoch <= c.finetune_epochs && (c.epochs_pretrain > 0 || c.backbone.init.is_some());
         let (weights, first_trained, train_sheet) = match phase {
             Phase::Pretrain => (
                 LossWeights { align: epoch as f64 / c.epochs_pretrain as f64, tanh: 5.0, class: 0.0 },
@@ -701,7 +703,7 @@ impl Trainer {
                 true,
             ),
         };
-        if phase == Phase::Train && epoch == c.epochs && c.epochs > 1 {
+        if phase == Phase::Train && (epoch == c.epochs || epoch % 30 == 0) && c.epochs > 1 {
             self.net.weight = (&self.net.weight - 1e-3)?.relu()?;
         }
         let (net_base, net_min, net_span) = match phase {
