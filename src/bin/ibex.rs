@@ -335,13 +335,7 @@ struct ThresholdsArgs {
 fn image_tree(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files = image_files(dir).unwrap_or_default();
     if files.is_empty() {
-        let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| Error::io(dir, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_dir())
-            .collect();
-        dirs.sort();
-        for d in dirs {
+        for d in ibex::imaging::folder::sub_directories(dir)? {
             files.extend(image_files(&d).unwrap_or_default());
         }
     }

@@ -29,6 +29,17 @@ pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// The sub-directories of `dir`, sorted by name (the class order of `ImageFolder`).
+pub fn sub_directories(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
 /// A labelled image set in the `ImageFolder` layout, decoded into memory.
 pub struct ImageFolder {
     /// Class directory names, sorted (label `i` is `classes[i]`).
@@ -50,12 +61,7 @@ impl ImageFolder {
     /// No class directories, a class directory without images (the class would be silently
     /// missing from training), an unreadable image, or more than 8 GiB of decoded pixels.
     pub fn load(root: &Path, per_class: Option<usize>, mut progress: impl FnMut(usize, usize)) -> Result<Self> {
-        let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
-            .map_err(|e| Error::io(root, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_dir())
-            .collect();
-        dirs.sort();
+        let dirs = sub_directories(root)?;
         if dirs.is_empty() {
             return Err(Error::NotFound(format!(
                 "{}: no class directories (expected one sub-directory of images per class)",
