@@ -228,6 +228,10 @@ fn bad_training_input_gets_clear_errors() {
     let mut t = Trainer::new(TrainConfig { image_size: 32, ..fixture_config() }, &data).unwrap();
     let e = t.run(&data, None, &root.join("out"), &mut RunControl::default(), |_| {}).unwrap_err().to_string();
     assert!(e.contains("fewer than one batch"), "{e}");
+    // only the phases that run need a full batch
+    let cfg = TrainConfig { image_size: 32, epochs_pretrain: 0, epochs: 1, batch_size: 2, ..fixture_config() };
+    let mut t = Trainer::new(cfg, &data).unwrap();
+    t.run(&data, None, &root.join("out2"), &mut RunControl::default(), |_| {}).unwrap();
     // an unknown or mistyped setting
     std::fs::write(root.join("bad.json"), r#"{"epoch": 3}"#).unwrap();
     let e = TrainConfig::from_file(&root.join("bad.json")).unwrap_err().to_string();

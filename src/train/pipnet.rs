@@ -615,11 +615,13 @@ impl Trainer {
         }
         let n = data.len();
         let iters = |b: usize| n / b;
-        if iters(self.batch_size(Phase::Pretrain).max(self.batch_size(Phase::Train))) == 0 {
-            return Err(Error::invalid(format!(
-                "{n} training images are fewer than one batch ({} / {})",
-                self.config.batch_size_pretrain, self.config.batch_size
-            )));
+        for phase in [Phase::Pretrain, Phase::Train] {
+            if self.epochs_in(phase) > 0 && iters(self.batch_size(phase)) == 0 {
+                return Err(Error::invalid(format!(
+                    "{n} training images are fewer than one batch of {} ({phase:?} phase)",
+                    self.batch_size(phase)
+                )));
+            }
         }
         let total = self.config.epochs_pretrain * iters(self.config.batch_size_pretrain)
             + self.config.epochs * iters(self.config.batch_size);
