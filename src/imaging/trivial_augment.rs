@@ -234,12 +234,21 @@ mod tests {
         let a = per_channel_lut(&img, autocontrast_lut);
         assert_eq!(a.data.iter().cloned().fold(f32::MAX, f32::min), 0.0);
         assert_eq!(a.data.iter().cloned().fold(0.0, f32::max), 255.0);
-        let e = per_channel_lut(&img, equalize_lut);
-        for (p, q) in img.data.iter().zip(&e.data).zip(img.data.iter().zip(&e.data)).map(|(a, b)| (a, b)) {
-            if p.0 < q.0 {
-                assert!(p.1 <= q.1);
+        // (equalize leaves an image unchanged when fewer than 255 pixels are not of its brightest
+        // value, as Pillow does: this 30-pixel one; check the mapping on a larger one)
+        let big = ramp(40, 40);
+        assert_eq!(per_channel_lut(&img, equalize_lut).data, img.data);
+        let e = per_channel_lut(&big, equalize_lut);
+        let pairs: Vec<(f32, f32)> = big.data.iter().copied().zip(e.data.iter().copied()).collect();
+        for &(a, ea) in &pairs {
+            for &(b, eb) in &pairs {
+                assert!(a >= b || ea <= eb, "equalize reversed {a} < {b}: {ea} > {eb}");
             }
         }
+        // and it spreads the values: the darkest maps to 0, the range grows to ≥ 200 levels
+        let (lo, hi) = e.data.iter().fold((f32::MAX, 0f32), |(l, h), &v| (l.min(v), h.max(v)));
+        assert_eq!(lo, 0.0);
+        assert!(hi - lo >= 200.0, "equalized range {lo}..{hi}");
     }
 
     #[test]
