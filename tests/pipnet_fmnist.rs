@@ -47,6 +47,23 @@ fn scores(bundle: &PipNetBundle, folder: &ImageFolder) -> Vec<Vec<f32>> {
     out
 }
 
+/// The share of score rows accepted as in-distribution by per-class thresholds `t` (the
+/// official `eval_ood` rule: the best class's un-clamped score at or above its threshold).
+fn accepted(o: &[Vec<f32>], t: &[f32]) -> f64 {
+    let best = |o: &Vec<f32>| (0..o.len()).max_by(|&a, &b| o[a].total_cmp(&o[b]).then(b.cmp(&a))).unwrap();
+    o.iter().filter(|o| o[best(o)] >= t[best(o)]).count() as f64 / o.len() as f64
+}
+
+/// Unlabelled 28×28 grey images (`n × 784` bytes) as a folder with `classes`.
+fn grey_folder(raw: &[u8], classes: &[String]) -> ImageFolder {
+    ImageFolder {
+        classes: classes.to_vec(),
+        images: raw.chunks_exact(784).map(common::grey28).collect(),
+        labels: vec![0; raw.len() / 784],
+        paths: vec![],
+    }
+}
+
 #[test]
 fn whole_test_split_matches_the_official_static_figures() {
     let (_tmp, bundle) = official_model();
@@ -81,28 +98,15 @@ fn whole_test_split_matches_the_official_static_figures() {
         let want = ood["class_thresholds"][c.to_string()].as_f64().unwrap();
         assert!((ours as f64 - want).abs() < 1e-4 * want.abs().max(1.0), "class {c}: {ours} vs {want}");
     }
-    let best = |o: &Vec<f32>| (0..10).max_by(|&a, &b| o[a].total_cmp(&o[b]).then(b.cmp(&a))).unwrap();
-    let accepted = |o: &[Vec<f32>]| o.iter().filter(|o| o[best(o)] >= t[best(o)]).count() as f64 / o.len() as f64;
-    let tpr = accepted(&o);
+    let tpr = accepted(&o, &t);
     let sets: std::collections::HashMap<String, Tensor> =
         candle_core::safetensors::load(pip("fmnist/ood_images.safetensors"), &Device::Cpu).unwrap();
     eprintln!("in-distribution accepted {tpr:.4} (official {})", ood["id_test_fraction_tpr"]);
     assert!((tpr - ood["id_test_fraction_tpr"].as_f64().unwrap()).abs() < 1e-4);
     for (name, key) in [("digits", "digits_ood"), ("noise", "noise_ood")] {
         let raw = sets[name].flatten_all().unwrap().to_vec1::<u8>().unwrap();
-        let folder = ImageFolder {
-            classes: test.classes.clone(),
-            images: raw
-                .chunks_exact(784)
-                .map(|g| {
-                    let rgb = g.iter().flat_map(|&v| [v as f32; 3]).collect();
-                    ibex::imaging::image::RgbImage::new(28, 28, rgb, true).unwrap()
-                })
-                .collect(),
-            labels: vec![0; raw.len() / 784],
-            paths: vec![],
-        };
-        let fpr = accepted(&scores(&bundle, &folder));
+        let folder = grey_folder(&raw, &test.classes);
+        let fpr = accepted(&scores(&bundle, &folder), &t);
         let official = ood["ood"][key]["fpr95"].as_f64().unwrap();
         eprintln!("{name}: FPR95 {fpr:.4} (official {official:.4})");
         assert!((fpr - official).abs() <= 1.0 / folder.len() as f64 + 1e-9);
@@ -302,33 +306,15 @@ fn trained_model_report() {
     eprintln!("test: {}", serde_json::to_string(&r).unwrap());
     let o = scores(&bundle, &test);
     let t = ibex::models::pipnet::fpr_thresholds(&o, 10, 95.0).unwrap();
-    let best = |o: &Vec<f32>| (0..10).max_by(|&a, &b| o[a].total_cmp(&o[b]).then(b.cmp(&a))).unwrap();
-    let accepted = |o: &[Vec<f32>]| o.iter().filter(|o| o[best(o)] >= t[best(o)]).count() as f64 / o.len() as f64;
     let sets: std::collections::HashMap<String, Tensor> =
         candle_core::safetensors::load(pip("fmnist/ood_images.safetensors"), &Device::Cpu).unwrap();
-    let folder = |raw: Vec<u8>| ImageFolder {
-        classes: test.classes.clone(),
-        labels: vec![0; raw.len() / 784],
-        images: raw
-            .chunks_exact(784)
-            .map(|g| {
-                ibex::imaging::image::RgbImage::new(28, 28, g.iter().flat_map(|&v| [v as f32; 3]).collect(), true)
-                    .unwrap()
-            })
-            .collect(),
-        paths: vec![],
-    };
     for name in ["digits", "noise"] {
-        let f = folder(sets[name].flatten_all().unwrap().to_vec1::<u8>().unwrap());
-        eprintln!("{name}: accepted as in-distribution {:.4}", accepted(&scores(&bundle, &f)));
+        let f = grey_folder(&sets[name].flatten_all().unwrap().to_vec1::<u8>().unwrap(), &test.classes);
+        eprintln!("{name}: accepted as in-distribution {:.4}", accepted(&scores(&bundle, &f), &t));
     }
     for (name, v) in [("black", 0u8), ("white", 255)] {
-        let s = scores(&bundle, &folder(vec![v; 784]));
-        eprintln!(
-            "{name}: best score {:.3}, threshold {:.3}, ood {}",
-            s[0][best(&s[0])],
-            t[best(&s[0])],
-            accepted(&s) == 0.0
-        );
+        let s = scores(&bundle, &grey_folder(&[v; 784], &test.classes));
+        let best = (0..10).max_by(|&a, &b| s[0][a].total_cmp(&s[0][b]).then(b.cmp(&a))).unwrap();
+        eprintln!("{name}: best score {:.3}, threshold {:.3}, ood {}", s[0][best], t[best], accepted(&s, &t) == 0.0);
     }
 }

@@ -294,7 +294,6 @@ fn ex_ood(model: &ibex::models::Model, m: &ibex::explain::Method, rel: &str) -> 
 /// noise 0.181), through our preprocessing (28×28 → PIL-bilinear 64×64 → normalise).
 #[test]
 fn ood_sets_are_accepted_as_often_as_by_the_official_code() {
-    use ibex::imaging::image::RgbImage;
     use ibex::models::pipnet::PipNetBundle;
     let tmp = tempfile::tempdir().unwrap();
     std::fs::copy(pip("fmnist/net_trained.safetensors"), tmp.path().join("model.safetensors")).unwrap();
@@ -310,9 +309,7 @@ fn ood_sets_are_accepted_as_often_as_by_the_official_code() {
         for chunk in (0..n).collect::<Vec<_>>().chunks(256) {
             let mut px = Vec::new();
             for &i in chunk {
-                let gray = &raw[i * 784..(i + 1) * 784];
-                let rgb: Vec<f32> = gray.iter().flat_map(|&g| [g as f32; 3]).collect();
-                let img = RgbImage::new(28, 28, rgb, true).unwrap();
+                let img = common::grey28(&raw[i * 784..(i + 1) * 784]);
                 px.extend(bundle.preprocessor.preprocess(&img).unwrap().pixel_values);
             }
             let x = Tensor::from_vec(px, (chunk.len(), 3, 64, 64), &Device::Cpu).unwrap();

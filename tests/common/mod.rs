@@ -172,6 +172,12 @@ pub const FASHION_CLASSES: [&str; 10] = [
     "9_ankle_boot",
 ];
 
+/// A 28×28 grey 8-bit image (784 bytes) as RGB, as Pillow's `convert("RGB")` gives it.
+pub fn grey28(px: &[u8]) -> ibex::imaging::image::RgbImage {
+    let rgb: Vec<f32> = px.iter().flat_map(|&g| [g as f32; 3]).collect();
+    ibex::imaging::image::RgbImage::new(28, 28, rgb, true).unwrap()
+}
+
 fn gunzip(path: &std::path::Path) -> Vec<u8> {
     use std::io::Read;
     let mut out = Vec::new();
@@ -202,9 +208,7 @@ pub fn fashion_mnist(split: &str, per_class: Option<usize>) -> ibex::imaging::fo
             continue;
         }
         counts[label] += 1;
-        let px = &images[16 + i * 784..16 + (i + 1) * 784];
-        let rgb: Vec<f32> = px.iter().flat_map(|&g| [g as f32; 3]).collect();
-        folder.images.push(ibex::imaging::image::RgbImage::new(28, 28, rgb, true).unwrap());
+        folder.images.push(grey28(&images[16 + i * 784..16 + (i + 1) * 784]));
         folder.labels.push(label as u32);
         folder.paths.push(PathBuf::from(format!("{split}_{i:05}")));
     }
