@@ -15,6 +15,8 @@
 pub mod bottleneck;
 pub mod control;
 pub mod device;
+#[cfg(feature = "dicom")]
+pub mod dicom;
 pub mod error;
 pub mod explain;
 pub mod ffi;

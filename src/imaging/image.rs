@@ -115,6 +115,23 @@ fn check_size(width: u32, height: u32) -> Result<usize> {
     usize::try_from(pixels).map_err(|_| Error::invalid(format!("image size {width}x{height} does not fit in memory")))
 }
 
+/// Whether the file at `path` starts like a DICOM file ("DICM" at byte 128).
+fn is_dicom_file(path: &Path) -> Result<bool> {
+    use std::io::Read;
+    let mut head = [0u8; 132];
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut filled = 0;
+    while filled < head.len() {
+        match file.read(&mut head[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io(path, e)),
+        }
+    }
+    Ok(filled == head.len() && &head[128..] == b"DICM")
+}
+
 /// Scales a 16-bit sample to the 0..=255 scale.
 fn scale_u16(v: u16) -> f32 {
     (f64::from(v) / 65535.0 * 255.0) as f32
@@ -146,7 +163,8 @@ impl RgbImage {
     }
 
     /// Decodes an image file (PNG, JPEG, WebP, BMP or TIFF; the format is guessed from the
-    /// content, then from the extension).
+    /// content, then from the extension), or frame 0 of a DICOM file (recognised by its "DICM"
+    /// marker, read with [`crate::dicom::load`]'s defaults).
     ///
     /// Conversion follows Pillow's `convert("RGB")`: gray is replicated to three channels and
     /// alpha is dropped (not composited). 8-bit sources keep their integer values
@@ -158,6 +176,15 @@ impl RgbImage {
     /// decoder's reason if it cannot be decoded (including a truncated file), [`Error::InvalidArgument`] if the image is
     /// larger than [`MAX_PIXELS`].
     pub fn load(path: &Path) -> Result<Self> {
+        if is_dicom_file(path)? {
+            #[cfg(feature = "dicom")]
+            return Ok(crate::dicom::load(path, &Default::default())?.image);
+            #[cfg(not(feature = "dicom"))]
+            return Err(Error::Unsupported(format!(
+                "{} is a DICOM file, and this build of ibex has no `dicom` feature",
+                path.display()
+            )));
+        }
         let reader = ImageReader::open(path).map_err(|e| Error::io(path, e))?;
         let reader = reader.with_guessed_format().map_err(|e| Error::io(path, e))?;
         // The file opened, so a read failure while decoding means a truncated or corrupt file.

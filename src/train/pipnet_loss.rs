@@ -4,9 +4,9 @@
 //! latent presences `z [2B, D, H, W]` (softmax over the prototypes at each position), pooled
 //! presences `p [2B, D]` and scores `o [2B, K]`.
 //!
-//! - **Alignment** `L_A = ½ (a(z₁, sg(z₂)) + a(z₂, sg(z₁)))` with `a(u, v) = −mean_n log(⟨u_n, v_n⟩
-//!   + 1e-12)` over all `B·H·W` positions `n` (`sg` = stop-gradient): the same position in the
-//!   two views should show the same prototype.
+//! - **Alignment** `L_A = ½ (a(z₁, sg(z₂)) + a(z₂, sg(z₁)))` with
+//!   `a(u, v) = −mean_n log(⟨u_n, v_n⟩ + 1e-12)` over all `B·H·W` positions `n`
+//!   (`sg` = stop-gradient): the same position in the two views should show the same prototype.
 //! - **Tanh** `L_T = −½ Σ_views mean_d log(tanh(Σ_b p[b, d]) + 1e-8)`: every prototype should be
 //!   present somewhere in the batch (against collapse onto a few prototypes).
 //! - **Classification** `L_C = NLL(log_softmax(log(1 + o^m)), y)` over both views, with the
