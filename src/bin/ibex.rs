@@ -48,6 +48,64 @@ enum Command {
     /// Score a method's maps over a folder: deletion (MoRF) / LeRF AUCs against a random
     /// order, and the pointing game and energy in box where boxes are given.
     Eval(EvalArgs),
+    /// What ibex reads from a DICOM file: geometry, transfer syntax, photometric
+    /// interpretation, rescale, window, frames, and the decoded values' min / max / mean after
+    /// rescale per frame and overall.
+    Dicom(DicomCmdArgs),
+}
+
+/// How to read a DICOM image (ignored for other formats).
+#[derive(Args, Clone, Default)]
+struct DicomReadArgs {
+    /// DICOM: the frame to read (0-based; default 0, and for `ibex dicom` every frame).
+    #[arg(long)]
+    frame: Option<u32>,
+    /// DICOM: the VOI window as CENTER,WIDTH in rescaled units (e.g. 40,400 for a CT soft
+    /// tissue window); default: the file's first window, or the frame's full range.
+    #[arg(long, value_name = "CENTER,WIDTH", conflicts_with = "window_index")]
+    window: Option<String>,
+    /// DICOM: use the file's window with this index (0-based).
+    #[arg(long)]
+    window_index: Option<usize>,
+    /// DICOM: refuse files whose rows x columns x frames x samples exceed this (default 2^30).
+    #[arg(long)]
+    max_samples: Option<u64>,
+}
+
+impl DicomReadArgs {
+    fn options(&self) -> Result<ibex::dicom::DicomOptions> {
+        use ibex::dicom::{DicomOptions, WindowChoice, WindowLevel};
+        let window = match (&self.window, self.window_index) {
+            (Some(w), _) => {
+                let parts: Vec<f64> =
+                    w.split(',').map(|p| p.trim().parse::<f64>()).collect::<std::result::Result<_, _>>().map_err(
+                        |_| Error::invalid(format!("--window takes CENTER,WIDTH as two numbers, got '{w}'")),
+                    )?;
+                let [center, width] = parts[..] else {
+                    return Err(Error::invalid(format!("--window takes CENTER,WIDTH, got '{w}'")));
+                };
+                WindowChoice::Given(WindowLevel { center, width })
+            }
+            (None, Some(i)) => WindowChoice::FileIndex(i),
+            (None, None) => WindowChoice::File,
+        };
+        Ok(DicomOptions {
+            frame: self.frame.unwrap_or(0),
+            window,
+            max_samples: self.max_samples.unwrap_or(ibex::dicom::DEFAULT_MAX_SAMPLES),
+        })
+    }
+}
+
+#[derive(Args)]
+struct DicomCmdArgs {
+    /// The DICOM file.
+    file: PathBuf,
+    #[command(flatten)]
+    read: DicomReadArgs,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -181,6 +239,8 @@ impl From<PipnetExplainArgs> for ExplainArgs {
             colormap: "turbo".into(),
             opacity: 0.5,
             json: a.json,
+            dicom_out: None,
+            dicom: DicomReadArgs::default(),
             quiet: a.quiet,
         }
     }
@@ -1150,6 +1210,12 @@ struct ExplainArgs {
     /// Write the JSON report (maps with data, target, top-5, settings, timing) to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// DICOM input: write the main map as a Parametric Map (float values at the source's size)
+    /// and as a Secondary Capture overlay into this directory, in the source's study.
+    #[arg(long)]
+    dicom_out: Option<PathBuf>,
+    #[command(flatten)]
+    dicom: DicomReadArgs,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -1276,7 +1342,10 @@ fn run_explain(a: ExplainArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&a.opacity) {
         return Err(Error::invalid(format!("--opacity must be in 0..1, got {}", a.opacity)));
     }
-    let image = RgbImage::load(&a.image)?;
+    let (image, dicom_source) = load_image(&a.image, &a.dicom)?;
+    if a.dicom_out.is_some() && dicom_source.is_none() {
+        return Err(Error::invalid(format!("--dicom-out needs a DICOM image, and {} is not one", a.image.display())));
+    }
     let target = Target { class_index: a.target, texts: a.texts.clone() };
     let bar = progress_bar(a.quiet, &method);
     let mut control = RunControl::with_progress(|done, total| {
@@ -1316,12 +1385,103 @@ fn run_explain(a: ExplainArgs) -> Result<()> {
         write_png(&ibex::imaging::sheet::prototype_sheet(&ex.image, &entries, b.patchsize)?, path)?;
         println!("sheet: {}", path.display());
     }
+    if let (Some(dir), Some(source)) = (&a.dicom_out, &dicom_source) {
+        use ibex::dicom::write;
+        let options = write::DerivedOptions {
+            method: ex.method.clone(),
+            target: describe_target(&ex),
+            colormap: cmap,
+            opacity: a.opacity,
+        };
+        let pm = write::parametric_map(source, &ex.maps[0], ex.source_region, &options)?;
+        println!("parametric map: {}", write::write_into(dir, "pm", &pm)?.display());
+        let sc = write::secondary_capture(source, &ex.maps[0], ex.source_region, &options)?;
+        println!("secondary capture: {}", write::write_into(dir, "sc", &sc)?.display());
+    }
     if let Some(path) = &a.json {
         let mut v = ex.report(Some(&dir.display().to_string()), true);
         if let Some(r) = report {
             v["report"] = r;
         }
         let text = serde_json::to_string(&v).expect("report serialises");
+        std::fs::write(path, text).map_err(|e| Error::io(path, e))?;
+        println!("json: {}", path.display());
+    }
+    Ok(())
+}
+
+/// An image file, or a DICOM frame (then also the DICOM source, for `--dicom-out`).
+fn load_image(path: &std::path::Path, dicom: &DicomReadArgs) -> Result<(RgbImage, Option<ibex::dicom::DicomImage>)> {
+    let mut head = [0u8; 132];
+    let is_dicom = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .map(|_| ibex::dicom::is_dicom(&head))
+        .unwrap_or(false);
+    if is_dicom {
+        let d = ibex::dicom::load(path, &dicom.options()?)?;
+        Ok((d.image.clone(), Some(d)))
+    } else {
+        Ok((RgbImage::load(path)?, None))
+    }
+}
+
+/// The target of an explanation in words: the class (name and index) or the captions.
+fn describe_target(ex: &Explanation) -> String {
+    if let Some(p) = &ex.prediction {
+        return format!("{} (class {})", p.target.label, p.target.index);
+    }
+    ex.texts.iter().map(|t| t.caption.as_str()).collect::<Vec<_>>().join(" | ")
+}
+
+/// `ibex dicom`: the header as read and the decoded values' statistics.
+fn run_dicom(a: DicomCmdArgs) -> Result<()> {
+    let r = ibex::dicom::report(&a.file, &a.read.options()?, a.read.frame.is_some())?;
+    let i = &r.info;
+    println!("{}", a.file.display());
+    println!("  modality {}  SOP class {}  instance {}", i.modality, i.sop_class_uid, i.sop_instance_uid);
+    println!("  study {}  series {}", i.study_instance_uid, i.series_instance_uid);
+    if !i.frame_of_reference_uid.is_empty() {
+        println!("  frame of reference {}", i.frame_of_reference_uid);
+    }
+    println!("  transfer syntax {} ({})", i.transfer_syntax_uid, i.transfer_syntax_name);
+    println!(
+        "  {} x {} (columns x rows), {} frame{}, {} sample{} per pixel, {} bits stored of {} ({}), {}{}",
+        i.columns,
+        i.rows,
+        i.frames,
+        if i.frames == 1 { "" } else { "s" },
+        i.samples_per_pixel,
+        if i.samples_per_pixel == 1 { "" } else { "s" },
+        i.bits_stored,
+        i.bits_allocated,
+        if i.pixel_representation == 1 { "signed" } else { "unsigned" },
+        i.photometric_interpretation,
+        if i.samples_per_pixel > 1 {
+            format!(", planar configuration {}", i.planar_configuration)
+        } else {
+            String::new()
+        }
+    );
+    if let Some([r, c]) = i.pixel_spacing {
+        println!("  pixel spacing {r} x {c} mm (row x column)");
+    }
+    let rescales: Vec<String> = i.rescale.iter().map(|r| format!("x {} + {}", r.slope, r.intercept)).collect();
+    println!(
+        "  rescale {}{}",
+        rescales.join(", "),
+        if i.rescale_type.is_empty() { String::new() } else { format!(" ({})", i.rescale_type) }
+    );
+    let windows: Vec<String> = i.windows.iter().map(|w| format!("{}/{}", w.center, w.width)).collect();
+    println!("  windows (centre/width) {}", if windows.is_empty() { "none".into() } else { windows.join(", ") });
+    if let Some(w) = r.window_applied {
+        println!("  window applied for display: {}/{}", w.center, w.width);
+    }
+    for f in &r.frames_decoded {
+        println!("  frame {:>4}: min {} max {} mean {:.6}", f.frame, f.stats.min, f.stats.max, f.stats.mean);
+    }
+    println!("  overall:    min {} max {} mean {:.6}", r.overall.min, r.overall.max, r.overall.mean);
+    if let Some(path) = &a.json {
+        let text = serde_json::to_string_pretty(&r).expect("report serialises");
         std::fs::write(path, text).map_err(|e| Error::io(path, e))?;
         println!("json: {}", path.display());
     }
@@ -1565,6 +1725,7 @@ fn main() {
         Command::Info(a) => run_info(a),
         Command::Stats(a) => run_stats(a),
         Command::Eval(a) => run_eval(a),
+        Command::Dicom(a) => run_dicom(a),
         Command::Iba(IbaCommand::FitReadout(a)) => run_fit_readout(a),
         Command::Pipnet(PipnetCommand::Convert(a)) => run_convert(a),
         Command::Pipnet(PipnetCommand::Thresholds(a)) => run_thresholds(a),

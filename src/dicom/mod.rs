@@ -21,7 +21,7 @@ mod display;
 mod pixels;
 mod read;
 pub mod scan;
-// pub mod write;
+pub mod write;
 
 use std::path::Path;
 use std::sync::Arc;

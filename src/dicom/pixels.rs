@@ -185,3 +185,51 @@ impl Palette {
         indices.iter().flat_map(|&i| [look(&self.red, i), look(&self.green, i), look(&self.blue, i)]).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(samples: usize, bits_allocated: u16, bits_stored: u16, signed: bool, planar: bool) -> Layout {
+        Layout { width: 2, height: 1, samples, bits_allocated, bits_stored, high_bit: bits_stored - 1, signed, planar }
+    }
+
+    #[test]
+    fn signed_samples_extend_from_bits_stored() {
+        // 12 bits stored in 16, two's complement: 0x0FFF is -1, 0x0800 is -2048, with junk in
+        // the unused high bits that must be masked off.
+        let raw = [0xFF, 0xFF, 0x00, 0x08];
+        let v = samples(Path::new("t"), &raw, &layout(1, 16, 12, true, false)).unwrap();
+        assert_eq!(v, vec![-1.0, -2048.0]);
+        let v = samples(Path::new("t"), &raw, &layout(1, 16, 12, false, false)).unwrap();
+        assert_eq!(v, vec![4095.0, 2048.0]);
+        assert_eq!(stored_range(&layout(1, 16, 12, true, false)), (-2048.0, 2047.0));
+        let err = samples(Path::new("t"), &raw[..3], &layout(1, 16, 12, true, false)).unwrap_err();
+        assert!(err.to_string().contains("has 3 bytes"), "{err}");
+    }
+
+    #[test]
+    fn planar_configuration_1_is_interleaved() {
+        // Two pixels: R plane, G plane, B plane.
+        let raw = [1, 2, 10, 20, 100, 200];
+        let v = samples(Path::new("t"), &raw, &layout(3, 8, 8, false, true)).unwrap();
+        assert_eq!(v, vec![1.0, 10.0, 100.0, 2.0, 20.0, 200.0]);
+        let v = samples(Path::new("t"), &raw, &layout(3, 8, 8, false, false)).unwrap();
+        assert_eq!(v, vec![1.0, 2.0, 10.0, 20.0, 100.0, 200.0]);
+    }
+
+    #[test]
+    fn ybr_full_converts_like_bt601() {
+        // Grey stays grey; pure red's YCbCr (76, 85, 255) comes back near (255, 0, 0).
+        let rgb = ybr_full_to_rgb(&[128.0, 128.0, 128.0, 76.0, 85.0, 255.0], 0.0, 255.0);
+        assert_eq!(&rgb[..3], &[128.0, 128.0, 128.0]);
+        assert!((rgb[3] - 254.0).abs() <= 1.0 && rgb[4] <= 1.0 && rgb[5] <= 1.0, "{rgb:?}");
+    }
+
+    #[test]
+    fn palette_lookup_clamps_to_the_table() {
+        let p = Palette { first: 10, bits: 8, red: vec![0, 100, 255], green: vec![1, 2, 3], blue: vec![9, 8, 7] };
+        assert_eq!(p.apply(&[5.0, 11.0, 99.0]), vec![0.0, 1.0, 9.0, 100.0, 2.0, 8.0, 255.0, 3.0, 7.0]);
+        assert_eq!(p.max_entry(), 255.0);
+    }
+}

@@ -295,6 +295,11 @@ impl DicomFile {
 }
 
 impl DicomFile {
+    /// The parsed object (header and pixel data).
+    pub fn object(&self) -> &InMemDicomObject {
+        &self.obj
+    }
+
     /// For uncompressed pixel data: the Pixel Data element must hold every frame the header
     /// describes.
     fn check_native_length(&self) -> Result<()> {
@@ -425,9 +430,11 @@ fn read_info(path: &Path, obj: &DefaultDicomObject, ts_uid: String, ts_name: Str
         })? as u32,
     };
     let (first_frame, spacing_from) = (0, tags::PIXEL_MEASURES_SEQUENCE);
-    let pixel_spacing =
-        frame_attr(obj, first_frame, spacing_from, |o| floats(o, tags::PIXEL_SPACING).filter(|v| v.len() == 2))
-            .map(|v| [v[0], v[1]]);
+    let pixel_spacing = frame_attr(obj, first_frame, spacing_from, |o| {
+        // "0\\0" (as some CR files carry) means unknown
+        floats(o, tags::PIXEL_SPACING).filter(|v| v.len() == 2 && v.iter().all(|&s| s > 0.0 && s.is_finite()))
+    })
+    .map(|v| [v[0], v[1]]);
     let image_position = frame_attr(obj, 0, tags::PLANE_POSITION_SEQUENCE, |o| {
         floats(o, tags::IMAGE_POSITION_PATIENT).filter(|v| v.len() == 3)
     })

@@ -65,29 +65,20 @@ pub fn overlay(base: &RgbImage, heat: &Heatmap, cmap: Colormap, alpha: f32) -> R
         .ok_or_else(|| Error::invalid(format!("overlay buffer does not match {w}x{h}")))
 }
 
-/// Blends `heat` over the ORIGINAL image at its own resolution: the map covers
-/// `source_region` (`[x0, y0, x1, y1]` in the original's pixels, as preprocessing reports it)
-/// and is sampled bilinearly (half-pixel centres, clamped) at each original pixel inside it;
-/// pixels outside the region keep their colour. The map is min-max normalised first.
+/// Samples `heat` onto a `width` × `height` original image of which it covers `source_region`
+/// (`[x0, y0, x1, y1]` in the original's pixels, as preprocessing reports it): bilinear with
+/// half-pixel centres, clamped at the map's edges; `None` for pixels outside the region.
 ///
 /// # Errors
-/// As [`overlay`], and [`Error::InvalidArgument`] for an empty or non-finite region.
-pub fn overlay_on_original(
-    original: &RgbImage,
-    heat: &Heatmap,
-    source_region: [f32; 4],
-    cmap: Colormap,
-    alpha: f32,
-) -> Result<::image::RgbImage> {
+/// [`Error::InvalidArgument`] for an empty or non-finite region or an empty map.
+pub fn resample_onto(heat: &Heatmap, source_region: [f32; 4], width: u32, height: u32) -> Result<Vec<Option<f32>>> {
     let [x0, y0, x1, y1] = source_region;
     if !(source_region.iter().all(|v| v.is_finite()) && x1 > x0 && y1 > y0) {
         return Err(Error::invalid(format!("source region {source_region:?} is empty")));
     }
     if heat.width == 0 || heat.height == 0 || heat.data.len() != heat.width as usize * heat.height as usize {
-        return Err(Error::invalid(format!("heatmap of {}x{} cannot be overlaid", heat.width, heat.height)));
+        return Err(Error::invalid(format!("heatmap of {}x{} cannot be resampled", heat.width, heat.height)));
     }
-    let norm = heat.normalized()?;
-    let (w, h) = original.dimensions();
     let (hw, hh) = (heat.width as usize, heat.height as usize);
     let axis = |n_out: u32, lo: f32, hi: f32, n_in: usize| -> Vec<Option<(usize, usize, f32)>> {
         (0..n_out)
@@ -103,21 +94,46 @@ pub fn overlay_on_original(
             })
             .collect()
     };
-    let xs = axis(w, x0, x1, hw);
-    let ys = axis(h, y0, y1, hh);
+    let xs = axis(width, x0, x1, hw);
+    let ys = axis(height, y0, y1, hh);
+    let at = |r: usize, c: usize| heat.data[r * hw + c];
+    let mut out = Vec::with_capacity(width as usize * height as usize);
+    for sy in &ys {
+        for sx in &xs {
+            out.push(match (*sy, *sx) {
+                (Some((r0, r1, fy)), Some((c0, c1, fx))) => {
+                    let top = at(r0, c0) * (1.0 - fx) + at(r0, c1) * fx;
+                    let bottom = at(r1, c0) * (1.0 - fx) + at(r1, c1) * fx;
+                    Some(top * (1.0 - fy) + bottom * fy)
+                }
+                _ => None,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Blends `heat` over the ORIGINAL image at its own resolution: the map covers
+/// `source_region` and is sampled as [`resample_onto`] does at each original pixel inside it;
+/// pixels outside the region keep their colour. The map is min-max normalised first.
+///
+/// # Errors
+/// As [`overlay`] and [`resample_onto`].
+pub fn overlay_on_original(
+    original: &RgbImage,
+    heat: &Heatmap,
+    source_region: [f32; 4],
+    cmap: Colormap,
+    alpha: f32,
+) -> Result<::image::RgbImage> {
+    let (w, h) = original.dimensions();
+    let values = resample_onto(&heat.normalized()?, source_region, w, h)?;
     let mut base = original.to_rgb8();
-    for (y, sy) in ys.iter().enumerate() {
-        let Some((r0, r1, fy)) = *sy else { continue };
-        for (x, sx) in xs.iter().enumerate() {
-            let Some((c0, c1, fx)) = *sx else { continue };
-            let at = |r: usize, c: usize| norm.data[r * hw + c];
-            let top = at(r0, c0) * (1.0 - fx) + at(r0, c1) * fx;
-            let bottom = at(r1, c0) * (1.0 - fx) + at(r1, c1) * fx;
-            let colour = cmap.rgb(top * (1.0 - fy) + bottom * fy);
-            let px = base.get_pixel_mut(x as u32, y as u32);
-            for (p, &c) in px.0.iter_mut().zip(&colour) {
-                *p = to_u8((1.0 - alpha) * f32::from(*p) + alpha * f32::from(c));
-            }
+    for (px, v) in base.pixels_mut().zip(values) {
+        let Some(v) = v else { continue };
+        let colour = cmap.rgb(v);
+        for (p, &c) in px.0.iter_mut().zip(&colour) {
+            *p = to_u8((1.0 - alpha) * f32::from(*p) + alpha * f32::from(c));
         }
     }
     Ok(base)
