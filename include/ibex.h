@@ -7,12 +7,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// The default ceiling on rows × columns × frames × samples per pixel: 2^30 samples (2 GiB of
+// 16-bit data). A header claiming more is refused before anything is decoded.
+#define DEFAULT_MAX_SAMPLES (1 << 30)
+
 // The smallest image side a method accepts: below it, upsampling to the model's input invents
 // the content being explained.
 #define MIN_SIDE 16
 
 // Version of the C ABI; bumped on any incompatible change.
 #define IBEX_ABI_VERSION 1
+
+// A Parametric Map (float values at the source's size).
+#define IBEX_DICOM_PARAMETRIC_MAP 0
+
+// A Secondary Capture (the overlay on the windowed source, 8-bit RGB).
+#define IBEX_DICOM_SECONDARY_CAPTURE 1
 
 // 8-bit unsigned samples.
 #define IBEX_PIXEL_U8 0
@@ -83,6 +93,9 @@
 // The inference clamp: presences below this count as absent.
 #define PRESENCE_CLAMP 0.1
 
+// Bytes made by ibex (a DICOM file, a PNG). Free with `ibex_bytes_free`.
+typedef struct ibex_bytes ibex_bytes;
+
 // A thread-safe cancel flag: `ibex_cancel_token_cancel` may be called from any thread while
 // `ibex_explain` runs on another.
 typedef struct ibex_cancel_token ibex_cancel_token;
@@ -90,7 +103,7 @@ typedef struct ibex_cancel_token ibex_cancel_token;
 // A method configured for a model. Use from one thread at a time.
 typedef struct ibex_explainer ibex_explainer;
 
-// An image decoded by ibex (PNG, JPEG, WebP, BMP, TIFF).
+// An image decoded by ibex (PNG, JPEG, WebP, BMP, TIFF, or a DICOM frame).
 typedef struct ibex_image ibex_image;
 
 // A loaded model: immutable, safe to share between threads (each with its own explainer).
@@ -102,6 +115,64 @@ typedef struct ibex_options ibex_options;
 
 // An explanation: immutable, readable from several threads.
 typedef struct ibex_result ibex_result;
+
+// Options for reading a DICOM image. Set `struct_size = sizeof(ibex_dicom_options)`; a NULL
+// options pointer means all defaults (frame 0, the file's first window or the frame's full
+// range, the default size ceiling).
+typedef struct ibex_dicom_options {
+  uint32_t struct_size;
+  // The frame to read (0-based).
+  uint32_t frame;
+  // The file's window to use (0-based), or -1 for the first (the full range if none).
+  int32_t window_index;
+  // Nonzero: use `window_center` / `window_width` (rescaled units) instead of the file's.
+  int32_t use_window;
+  double window_center;
+  double window_width;
+  // Refuse files whose rows × columns × frames × samples exceed this; 0 = the default
+  // (2^30).
+  uint64_t max_samples;
+} ibex_dicom_options;
+
+// What ibex read from a DICOM image's header, for placing a map over it. Set
+// `struct_size = sizeof(ibex_dicom_info)`. Strings are NUL-terminated (UIDs are at most 64
+// characters); absent values are empty strings, and the `has_*` flags say which numbers are
+// present.
+typedef struct ibex_dicom_info {
+  uint32_t struct_size;
+  uint32_t rows;
+  uint32_t columns;
+  uint32_t frames;
+  // The frame this image holds.
+  uint32_t frame;
+  uint32_t samples_per_pixel;
+  uint32_t bits_allocated;
+  uint32_t bits_stored;
+  // Pixel Spacing: (row spacing, column spacing) in mm.
+  int32_t has_pixel_spacing;
+  double pixel_spacing[2];
+  // Image Position (Patient) of the frame's first pixel, mm.
+  int32_t has_image_position;
+  double image_position[3];
+  // Image Orientation (Patient): row and column direction cosines.
+  int32_t has_image_orientation;
+  double image_orientation[6];
+  // The frame's modality rescale.
+  double rescale_slope;
+  double rescale_intercept;
+  // The window applied to make the image (monochrome only).
+  int32_t has_window;
+  double window_center;
+  double window_width;
+  char sop_class_uid[65];
+  char sop_instance_uid[65];
+  char series_instance_uid[65];
+  char study_instance_uid[65];
+  char frame_of_reference_uid[65];
+  char transfer_syntax_uid[65];
+  char modality[17];
+  char photometric_interpretation[17];
+} ibex_dicom_info;
 
 // A borrowed image buffer. Set `struct_size = sizeof(ibex_image_view)`. `row_stride` is in
 // bytes between the starts of consecutive rows (at least width × channels × sample size).
@@ -177,6 +248,18 @@ uint32_t ibex_abi_version(void);
 // The library version and commit, e.g. `"0.1.0+1a2b3c4d5e"` (static string).
 const char *ibex_version_string(void);
 
+// Points `*data` at the bytes (valid until `ibex_bytes_free`) and writes their length.
+//
+// # Safety
+// `bytes` from an ibex function; `data` and `len` valid.
+int32_t ibex_bytes_data(const struct ibex_bytes *bytes, const uint8_t **data, size_t *len);
+
+// Frees bytes (NULL is fine).
+//
+// # Safety
+// `bytes` from an ibex function, not used afterwards.
+void ibex_bytes_free(struct ibex_bytes *bytes);
+
 // Creates a cancel token.
 //
 // # Safety
@@ -200,6 +283,58 @@ int32_t ibex_cancel_token_reset(const struct ibex_cancel_token *token);
 // # Safety
 // `token` from `ibex_cancel_token_create`, not used afterwards.
 void ibex_cancel_token_free(struct ibex_cancel_token *token);
+
+// Reads one frame of a DICOM file as an image (`options` may be NULL for the defaults). The
+// image remembers its source: `ibex_image_dicom_info` describes it and `ibex_result_to_dicom`
+// derives objects from it. `ibex_image_load_file` also reads DICOM, with the defaults.
+//
+// # Safety
+// `path` NUL-terminated; `options` NULL or valid; `out` valid.
+int32_t ibex_image_load_dicom(const char *path,
+                              const struct ibex_dicom_options *options,
+                              struct ibex_image **out);
+
+// [`ibex_image_load_dicom`] from `len` bytes of a DICOM file in memory (as received from a
+// PACS); `name` (may be NULL) labels error messages.
+//
+// # Safety
+// `data` holds `len` bytes; `name` NULL or NUL-terminated; `options` NULL or valid; `out`
+// valid.
+int32_t ibex_image_load_dicom_memory(const uint8_t *data,
+                                     size_t len,
+                                     const char *name,
+                                     const struct ibex_dicom_options *options,
+                                     struct ibex_image **out);
+
+// Fills `info` for an image read from DICOM (`IBEX_ERR_INVALID_ARGUMENT` for other images).
+//
+// # Safety
+// `image` and `info` valid; `info->struct_size` set.
+int32_t ibex_image_dicom_info(const struct ibex_image *image, struct ibex_dicom_info *info);
+
+// The DICOM header as ibex read it, as JSON (geometry, transfer syntax, photometric
+// interpretation, rescale, windows, the frame and the window applied), into `*out`: free
+// with `ibex_bytes_free`.
+//
+// # Safety
+// `image` and `out` valid.
+int32_t ibex_image_dicom_json(const struct ibex_image *image, struct ibex_bytes **out);
+
+// Derives a DICOM object from map `map_index` of `result` and the DICOM image it explains:
+// `IBEX_DICOM_PARAMETRIC_MAP` (the float map at the source's size) or
+// `IBEX_DICOM_SECONDARY_CAPTURE` (the overlay with `colormap` — NULL = turbo — at `opacity`
+// on the windowed source). Both are in the source's study, in a new series, and reference
+// the source. `*out` receives the file's bytes (free with `ibex_bytes_free`).
+//
+// # Safety
+// `result`, `source`, `out` valid; `colormap` NULL or NUL-terminated.
+int32_t ibex_result_to_dicom(const struct ibex_result *result,
+                             const struct ibex_image *source,
+                             uint32_t map_index,
+                             int32_t kind,
+                             const char *colormap,
+                             float opacity,
+                             struct ibex_bytes **out);
 
 // Explains `image` for `target`. On success `*out` receives a result to free with
 // `ibex_result_free`. `control` may be NULL.
@@ -225,7 +360,8 @@ int32_t ibex_explain_batch(struct ibex_explainer *explainer,
                            const struct ibex_run_control *control,
                            struct ibex_result **out_results);
 
-// Decodes an image file.
+// Decodes an image file: PNG, JPEG, WebP, BMP, TIFF, or DICOM (frame 0 with the file's
+// window; `ibex_image_load_dicom` takes options).
 //
 // # Safety
 // `path` NUL-terminated; `out` valid.
@@ -341,6 +477,20 @@ int32_t ibex_render_overlay_png(const struct ibex_result *result,
                                 const char *colormap,
                                 float opacity,
                                 const char *path);
+
+// Renders map `map_index` of `result` as a PNG in memory: over `original` at its own size
+// when it is given (the image the result explains, as loaded by ibex — a DICOM frame
+// windowed as it was read), else over the preprocessed image. `*out` receives the PNG's bytes
+// (free with `ibex_bytes_free`).
+//
+// # Safety
+// `result` and `out` valid; `original` NULL or valid; `colormap` NULL or NUL-terminated.
+int32_t ibex_render_overlay_png_bytes(const struct ibex_result *result,
+                                      const struct ibex_image *original,
+                                      uint32_t map_index,
+                                      const char *colormap,
+                                      float opacity,
+                                      struct ibex_bytes **out);
 
 // Frees a result (NULL is fine); borrowed map pointers become invalid.
 //

@@ -209,7 +209,7 @@ fn windows_by_index_given_and_their_errors() {
     let given = WindowLevel { center: 40.0, width: 400.0 };
     let opts = DicomOptions { window: WindowChoice::Given(given), ..Default::default() };
     let img = dicom::load(&path, &opts).unwrap();
-    assert_eq!(img.window, Some(given));
+    assert_eq!(img.source.window, Some(given));
     for (at, &v) in frame.values.iter().enumerate().step_by(97) {
         let y = ((f64::from(v) - 39.5) / 399.0 + 0.5).clamp(0.0, 1.0) * 255.0;
         let v = f64::from(v);
@@ -240,8 +240,8 @@ fn multi_frame_frames_by_index() {
     for f in [0u32, 4, 9] {
         let img = dicom::load(&path, &DicomOptions { frame: f, window: WindowChoice::FullRange, ..Default::default() })
             .unwrap();
-        assert_eq!(img.frame, f);
-        let frame = img.file.frame(f).unwrap();
+        assert_eq!(img.source.frame, f);
+        let frame = img.source.file.frame(f).unwrap();
         close("frame mean", dicom::Stats::of(&frame.values).mean, means[f as usize].as_f64().unwrap(), 1e-9);
     }
 }

@@ -63,8 +63,8 @@ fn parametric_map_and_secondary_capture_pass_dciodvfy_and_read_back() {
         let map = &ex.maps[0];
         let options =
             write::DerivedOptions { method: ex.method.clone(), target: "predicted".into(), ..Default::default() };
-        let pm = write::parametric_map(&source, map, ex.source_region, &options).unwrap();
-        let sc = write::secondary_capture(&source, map, ex.source_region, &options).unwrap();
+        let pm = write::parametric_map(&source.source, map, ex.source_region, &options).unwrap();
+        let sc = write::secondary_capture(&source.source, &source.image, map, ex.source_region, &options).unwrap();
         let pm_path = write::write_into(tmp.path(), &format!("{name}_pm"), &pm).unwrap();
         let sc_path = write::write_into(tmp.path(), &format!("{name}_sc"), &sc).unwrap();
         for p in [&pm_path, &sc_path] {
@@ -72,8 +72,8 @@ fn parametric_map_and_secondary_capture_pass_dciodvfy_and_read_back() {
             assert!(errors.is_empty(), "{name}: dciodvfy on {}:\n{}", p.display(), errors.join("\n"));
         }
 
-        let info = &source.file.info;
-        let src = source.file.object();
+        let info = &source.source.file.info;
+        let src = source.source.file.object();
         let back = dicom_object::open_file(&pm_path).unwrap();
         assert_eq!(text(&back, tags::SOP_CLASS_UID), write::PARAMETRIC_MAP_STORAGE);
         assert_eq!(text(&back, tags::STUDY_INSTANCE_UID), info.study_instance_uid, "{name}: same study");
@@ -150,7 +150,7 @@ fn a_map_at_the_source_size_is_kept_exactly_and_bad_maps_are_refused() {
         map: Heatmap::new(w, h, data.clone()).unwrap(),
     };
     let region = [0.0, 0.0, w as f32, h as f32];
-    let pm = write::parametric_map(&source, &map, region, &Default::default()).unwrap();
+    let pm = write::parametric_map(&source.source, &map, region, &Default::default()).unwrap();
     let bytes = write::to_bytes(&pm).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("pm.dcm");
@@ -168,7 +168,7 @@ fn a_map_at_the_source_size_is_kept_exactly_and_bad_maps_are_refused() {
 
     let mut nan = map.clone();
     nan.map.data[5] = f32::NAN;
-    let err = write::parametric_map(&source, &nan, region, &Default::default()).unwrap_err();
+    let err = write::parametric_map(&source.source, &nan, region, &Default::default()).unwrap_err();
     assert!(err.to_string().contains("NaN"), "{err}");
     let tokens = NamedMap {
         name: "text".into(),
@@ -176,10 +176,11 @@ fn a_map_at_the_source_size_is_kept_exactly_and_bad_maps_are_refused() {
         text_index: Some(0),
         map: Heatmap::new(7, 1, vec![0.5; 7]).unwrap(),
     };
-    let err = write::secondary_capture(&source, &tokens, region, &Default::default()).unwrap_err();
+    let err =
+        write::secondary_capture(&source.source, &source.image, &tokens, region, &Default::default()).unwrap_err();
     assert!(err.to_string().contains("token map"), "{err}");
     let odd = NamedMap { units: "furlongs".into(), ..map.clone() };
-    let err = write::parametric_map(&source, &odd, region, &Default::default()).unwrap_err();
+    let err = write::parametric_map(&source.source, &odd, region, &Default::default()).unwrap_err();
     assert!(err.to_string().contains("no DICOM coding"), "{err}");
 }
 

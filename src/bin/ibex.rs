@@ -1389,13 +1389,13 @@ fn run_explain(a: ExplainArgs) -> Result<()> {
         use ibex::dicom::write;
         let options = write::DerivedOptions {
             method: ex.method.clone(),
-            target: describe_target(&ex),
+            target: ex.target_description(),
             colormap: cmap,
             opacity: a.opacity,
         };
-        let pm = write::parametric_map(source, &ex.maps[0], ex.source_region, &options)?;
+        let pm = write::parametric_map(&source.source, &ex.maps[0], ex.source_region, &options)?;
         println!("parametric map: {}", write::write_into(dir, "pm", &pm)?.display());
-        let sc = write::secondary_capture(source, &ex.maps[0], ex.source_region, &options)?;
+        let sc = write::secondary_capture(&source.source, &source.image, &ex.maps[0], ex.source_region, &options)?;
         println!("secondary capture: {}", write::write_into(dir, "sc", &sc)?.display());
     }
     if let Some(path) = &a.json {
@@ -1412,25 +1412,12 @@ fn run_explain(a: ExplainArgs) -> Result<()> {
 
 /// An image file, or a DICOM frame (then also the DICOM source, for `--dicom-out`).
 fn load_image(path: &std::path::Path, dicom: &DicomReadArgs) -> Result<(RgbImage, Option<ibex::dicom::DicomImage>)> {
-    let mut head = [0u8; 132];
-    let is_dicom = std::fs::File::open(path)
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
-        .map(|_| ibex::dicom::is_dicom(&head))
-        .unwrap_or(false);
-    if is_dicom {
+    if ibex::imaging::image::is_dicom_file(path)? {
         let d = ibex::dicom::load(path, &dicom.options()?)?;
         Ok((d.image.clone(), Some(d)))
     } else {
         Ok((RgbImage::load(path)?, None))
     }
-}
-
-/// The target of an explanation in words: the class (name and index) or the captions.
-fn describe_target(ex: &Explanation) -> String {
-    if let Some(p) = &ex.prediction {
-        return format!("{} (class {})", p.target.label, p.target.index);
-    }
-    ex.texts.iter().map(|t| t.caption.as_str()).collect::<Vec<_>>().join(" | ")
 }
 
 /// `ibex dicom`: the header as read and the decoded values' statistics.

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 pub use display::{resolve_window, to_rgb, Stats, WindowChoice};
-pub use read::{is_dicom, DicomFile, DicomInfo, Frame, Rescale, WindowLevel, DEFAULT_MAX_SAMPLES};
+pub use read::{DicomFile, DicomInfo, Frame, Rescale, WindowLevel, DEFAULT_MAX_SAMPLES};
 
 use crate::error::Result;
 use crate::imaging::image::RgbImage;
@@ -51,15 +51,22 @@ impl Default for DicomOptions {
     }
 }
 
-/// One frame of a DICOM file, ready for a model, with where it came from.
+/// Where a DICOM image came from: the parsed file, the frame and the window used.
 #[derive(Debug, Clone)]
-pub struct DicomImage {
+pub struct DicomSource {
     /// The parsed file (shared: outputs derived from this image reference it).
     pub file: Arc<DicomFile>,
     /// The frame read.
     pub frame: u32,
     /// The window applied (`None` for colour).
     pub window: Option<WindowLevel>,
+}
+
+/// One frame of a DICOM file, ready for a model, with where it came from.
+#[derive(Debug, Clone)]
+pub struct DicomImage {
+    /// The file, frame and window.
+    pub source: DicomSource,
     /// The frame's RGB image on the 0..=255 scale.
     pub image: RgbImage,
 }
@@ -70,11 +77,20 @@ pub struct DicomImage {
 /// See [`DicomFile::open`] and [`DicomFile::frame`]; a window index the file does not have is
 /// an [`crate::Error::InvalidArgument`].
 pub fn load(path: &Path, options: &DicomOptions) -> Result<DicomImage> {
-    let file = DicomFile::open(path, options.max_samples)?;
+    from_file(DicomFile::open(path, options.max_samples)?, options)
+}
+
+/// [`load`] from bytes in memory (a file received over the network); `name` only labels
+/// messages.
+pub fn load_bytes(name: &Path, bytes: &[u8], options: &DicomOptions) -> Result<DicomImage> {
+    from_file(DicomFile::from_bytes(name, bytes, options.max_samples)?, options)
+}
+
+fn from_file(file: DicomFile, options: &DicomOptions) -> Result<DicomImage> {
     let frame = file.frame(options.frame)?;
     let window = resolve_window(&frame, options.window)?;
     let image = to_rgb(&frame, window)?;
-    Ok(DicomImage { file: Arc::new(file), frame: options.frame, window, image })
+    Ok(DicomImage { source: DicomSource { file: Arc::new(file), frame: options.frame, window }, image })
 }
 
 /// Statistics of one frame's real-world values (after rescale; RGB after the palette lookup).

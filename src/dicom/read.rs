@@ -115,11 +115,6 @@ impl std::fmt::Debug for DicomFile {
     }
 }
 
-/// Whether `bytes` (the start of a file) carry the DICOM "DICM" marker at byte 128.
-pub fn is_dicom(bytes: &[u8]) -> bool {
-    bytes.len() >= 132 && &bytes[128..132] == b"DICM"
-}
-
 /// One decoded frame in real-world values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Frame {

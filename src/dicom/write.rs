@@ -12,10 +12,11 @@ use dicom_dictionary_std::{tags, uids};
 use dicom_object::{FileDicomObject, FileMetaTableBuilder, InMemDicomObject};
 use rand::RngCore;
 
-use super::DicomImage;
+use super::DicomSource;
 use crate::error::{Error, Result};
 use crate::explain::NamedMap;
 use crate::imaging::colormap::Colormap;
+use crate::imaging::image::RgbImage;
 use crate::imaging::overlay::{overlay_on_original, resample_onto};
 
 /// SOP Class UID of the Parametric Map Storage.
@@ -146,7 +147,7 @@ struct Common {
     reference: InMemDicomObject,
 }
 
-fn common(source: &DicomImage, sop_class: &str, series_number: i32, description: &str) -> Common {
+fn common(source: &DicomSource, sop_class: &str, series_number: i32, description: &str) -> Common {
     let info = &source.file.info;
     let obj: &InMemDicomObject = source.file.object();
     let sop_instance_uid = new_uid();
@@ -195,8 +196,8 @@ fn units_code(units: &str) -> Result<InMemDicomObject> {
     })
 }
 
-fn check_inputs(source: &DicomImage, map: &NamedMap, source_region: [f32; 4]) -> Result<()> {
-    if map.map.height == 1 && source.image.height > 1 {
+fn check_inputs(source: &DicomSource, map: &NamedMap, source_region: [f32; 4]) -> Result<()> {
+    if map.map.height == 1 && source.file.info.rows > 1 {
         return Err(Error::invalid(format!("map '{}' is a token map, not an image map", map.name)));
     }
     if let Some(v) = map.map.data.iter().find(|v| !v.is_finite()) {
@@ -216,7 +217,7 @@ fn check_inputs(source: &DicomImage, map: &NamedMap, source_region: [f32; 4]) ->
 /// [`Error::InvalidArgument`] for a token map or units without a coding;
 /// [`Error::Numerical`] for a non-finite map value.
 pub fn parametric_map(
-    source: &DicomImage,
+    source: &DicomSource,
     map: &NamedMap,
     source_region: [f32; 4],
     options: &DerivedOptions,
@@ -414,13 +415,15 @@ pub fn parametric_map(
 }
 
 /// The Secondary Capture of `map` over the source: the colour overlay (the map min-max
-/// normalised, `options.colormap` at `options.opacity`) on the windowed source image, 8-bit RGB
-/// at the source's rows × columns, referencing the source image.
+/// normalised, `options.colormap` at `options.opacity`) on `image` (the windowed source frame
+/// as [`super::load`] made it), 8-bit RGB at the source's rows × columns, referencing the
+/// source image.
 ///
 /// # Errors
 /// As [`parametric_map`], and [`Error::InvalidArgument`] for an opacity outside [0, 1].
 pub fn secondary_capture(
-    source: &DicomImage,
+    source: &DicomSource,
+    image: &RgbImage,
     map: &NamedMap,
     source_region: [f32; 4],
     options: &DerivedOptions,
@@ -429,7 +432,7 @@ pub fn secondary_capture(
     if !(0.0..=1.0).contains(&options.opacity) {
         return Err(Error::invalid(format!("opacity must be in [0, 1], got {}", options.opacity)));
     }
-    let overlay = overlay_on_original(&source.image, &map.map, source_region, options.colormap, options.opacity)?;
+    let overlay = overlay_on_original(image, &map.map, source_region, options.colormap, options.opacity)?;
     let (cols, rows) = overlay.dimensions();
     let description = format!("ibex {} {} overlay", options.method, map.name);
     let Common { mut elements, source_item, reference: _ } =

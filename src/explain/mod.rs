@@ -131,6 +131,14 @@ impl From<M2ibExplanation> for Explanation {
 }
 
 impl Explanation {
+    /// The target in words: the class explained (label and index), or the captions.
+    pub fn target_description(&self) -> String {
+        if let Some(p) = &self.prediction {
+            return format!("{} (class {})", p.target.label, p.target.index);
+        }
+        self.texts.iter().map(|t| t.caption.as_str()).collect::<Vec<_>>().join(" | ")
+    }
+
     /// The report every front end writes (CLI `--json`, `ibex_result_json`): `method`, `model`,
     /// `target` and `top5` (classifiers), `texts` (CLIP), `maps` (`name`, `units`, `width`,
     /// `height`, and the row-major `data` if `with_data`; `maps[0]` is the main map), `image`

@@ -35,12 +35,15 @@ pub struct ibex_image_view {
     pub data_len: usize,
 }
 
-/// An image decoded by ibex (PNG, JPEG, WebP, BMP, TIFF).
+/// An image decoded by ibex (PNG, JPEG, WebP, BMP, TIFF, or a DICOM frame).
 pub struct ibex_image {
     pub(crate) image: RgbImage,
     /// Pixels in view form: RGB u8 for 8-bit sources, RGB f32 in [0, 1] otherwise.
     bytes: Vec<u8>,
     pixel: i32,
+    /// The DICOM file, frame and window the image was read from.
+    #[cfg(feature = "dicom")]
+    pub(crate) dicom: Option<crate::dicom::DicomSource>,
 }
 
 impl ibex_image {
@@ -50,23 +53,24 @@ impl ibex_image {
         } else {
             (image.data.iter().flat_map(|v| (v / 255.0).to_ne_bytes()).collect(), IBEX_PIXEL_F32)
         };
-        ibex_image { image, bytes, pixel }
+        ibex_image {
+            image,
+            bytes,
+            pixel,
+            #[cfg(feature = "dicom")]
+            dicom: None,
+        }
     }
 }
 
-/// Decodes an image file.
+/// Decodes an image file: PNG, JPEG, WebP, BMP, TIFF, or DICOM (frame 0 with the file's
+/// window; `ibex_image_load_dicom` takes options).
 ///
 /// # Safety
 /// `path` NUL-terminated; `out` valid.
 #[no_mangle]
 pub unsafe extern "C" fn ibex_image_load_file(path: *const c_char, out: *mut *mut ibex_image) -> i32 {
-    guard(|| {
-        non_null(out, "out")?;
-        let p = c_str(path, "path")?;
-        let img = RgbImage::load(std::path::Path::new(p))?;
-        *out = Box::into_raw(Box::new(ibex_image::new(img)));
-        Ok(())
-    })
+    super::dicom::ibex_image_load_dicom_or_other(path, out)
 }
 
 /// Fills `view` with a view of `image`'s pixels (valid until `ibex_image_free`). The caller
@@ -114,6 +118,8 @@ pub(crate) fn check_size(size: u32, what: &str) -> FfiResult<()> {
         "ibex_image_view" => std::mem::size_of::<ibex_image_view>(),
         "ibex_target" => std::mem::size_of::<super::explain::ibex_target>(),
         "ibex_map_info" => std::mem::size_of::<super::result::ibex_map_info>(),
+        "ibex_dicom_options" => std::mem::size_of::<super::dicom::ibex_dicom_options>(),
+        "ibex_dicom_info" => std::mem::size_of::<super::dicom::ibex_dicom_info>(),
         _ => 0,
     };
     if (size as usize) < need {

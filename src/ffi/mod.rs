@@ -8,7 +8,9 @@
 //! * small structs begin with `uint32_t struct_size` (set it to `sizeof`).
 #![allow(non_camel_case_types)]
 
+pub mod bytes;
 pub mod control;
+pub mod dicom;
 pub mod explain;
 pub mod image;
 pub mod log;

@@ -40,7 +40,7 @@ pub struct ibex_map_info {
     pub max_value: f32,
 }
 
-fn map_at(r: &ibex_result, index: u32) -> FfiResult<&crate::explain::NamedMap> {
+pub(crate) fn map_at(r: &ibex_result, index: u32) -> FfiResult<&crate::explain::NamedMap> {
     r.ex.maps.get(index as usize).ok_or_else(|| {
         FfiError(
             IBEX_ERR_OUT_OF_RANGE,

@@ -116,7 +116,10 @@ fn check_size(width: u32, height: u32) -> Result<usize> {
 }
 
 /// Whether the file at `path` starts like a DICOM file ("DICM" at byte 128).
-fn is_dicom_file(path: &Path) -> Result<bool> {
+///
+/// # Errors
+/// [`Error::Io`] if the file cannot be opened or read.
+pub fn is_dicom_file(path: &Path) -> Result<bool> {
     use std::io::Read;
     let mut head = [0u8; 132];
     let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;

@@ -144,6 +144,16 @@ pub fn overlay_on_original(
 /// # Errors
 /// [`Error::Io`] naming `path` if the file cannot be created or written (encoder failures are
 /// reported the same way).
+/// `img` encoded as PNG in memory.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] if the encoder fails (it does not for a valid RGB image).
+pub fn encode_png(img: &::image::RgbImage) -> Result<Vec<u8>> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, ImageFormat::Png).map_err(|e| Error::invalid(format!("cannot encode PNG: {e}")))?;
+    Ok(out.into_inner())
+}
+
 pub fn write_png(img: &::image::RgbImage, path: &Path) -> Result<()> {
     img.save_with_format(path, ImageFormat::Png).map_err(|e| match e {
         ImageError::IoError(io) => Error::io(path, io),
