@@ -430,6 +430,13 @@ int32_t ibex_explainer_create(const struct ibex_model *model,
 // `explainer` from `ibex_explainer_create`, not used afterwards.
 void ibex_explainer_free(struct ibex_explainer *explainer);
 
+// Describes a model as JSON into `*out` (free with `ibex_bytes_free`): `kind` (as
+// `ibex_model_load` takes it) and `methods` (the names `ibex_explainer_create` takes).
+//
+// # Safety
+// `model` and `out` valid.
+int32_t ibex_model_describe_json(const struct ibex_model *model, struct ibex_bytes **out);
+
 // Creates an empty options object.
 //
 // # Safety

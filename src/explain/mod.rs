@@ -263,6 +263,15 @@ pub enum MethodKind {
 }
 
 impl Method {
+    /// The methods [`Method::create`] offers for `model` (canonical names).
+    pub fn names(model: &Model) -> &'static [&'static str] {
+        match model {
+            Model::Clip(_) => &["m2ib", "occlusion"],
+            Model::Classifier(_) => &["iba", "iba-readout", "dual-ib", "gradcam", "saliency", "ig", "occlusion"],
+            Model::PipNet(_) => &["pipnet"],
+        }
+    }
+
     /// Creates method `name` for `model` with JSON `options` over the defaults (for M2IB:
     /// the paper's, then the model directory's recommendations).
     pub fn create(model: &Model, name: &str, options: &serde_json::Value) -> Result<Method> {

@@ -32,7 +32,24 @@ pub fn merge<T: Serialize + DeserializeOwned>(
             return Err(Error::invalid(format!("unknown {method} option '{k}' (known options: {})", known.join(", "))));
         }
     }
-    serde_json::from_value(value).map_err(|e| Error::invalid(format!("{method} option: {e}")))
+    serde_json::from_value(value).map_err(|e| {
+        // Name the offending key: the first one that fails alone over the defaults.
+        let culprit = obj.iter().find(|(k, v)| {
+            let mut alone = serde_json::to_value(base).unwrap_or_default();
+            let targets: Vec<String> = match aliases.iter().find(|(a, _)| a == k) {
+                Some((_, t)) => t.iter().map(|t| t.to_string()).collect(),
+                None => vec![k.to_string()],
+            };
+            for t in targets {
+                alone[t] = (*v).clone();
+            }
+            serde_json::from_value::<T>(alone).is_err()
+        });
+        match culprit {
+            Some((k, v)) => Error::invalid(format!("{method} option '{k}' = {v}: {e}")),
+            None => Error::invalid(format!("{method} option: {e}")),
+        }
+    })
 }
 
 impl From<serde_json::Error> for Error {

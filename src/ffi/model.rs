@@ -115,3 +115,23 @@ pub unsafe extern "C" fn ibex_explainer_free(explainer: *mut ibex_explainer) {
         }
     })
 }
+
+/// Describes a model as JSON into `*out` (free with `ibex_bytes_free`): `kind` (as
+/// `ibex_model_load` takes it) and `methods` (the names `ibex_explainer_create` takes).
+///
+/// # Safety
+/// `model` and `out` valid.
+#[no_mangle]
+pub unsafe extern "C" fn ibex_model_describe_json(
+    model: *const ibex_model,
+    out: *mut *mut super::bytes::ibex_bytes,
+) -> i32 {
+    guard(|| {
+        non_null(model, "model")?;
+        non_null(out, "out")?;
+        let m = &*(*model).inner;
+        let v = serde_json::json!({ "kind": m.kind(), "methods": crate::explain::Method::names(m) });
+        super::bytes::put_bytes(out, v.to_string().into_bytes());
+        Ok(())
+    })
+}
