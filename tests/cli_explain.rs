@@ -1,23 +1,8 @@
 //! `ibex explain` on the bundled EfficientNet-Lite0: the README's first command, Grad-CAM, the
 //! JSON report, the overlay on the original image, and clear errors.
 
-use std::process::Command;
-
-fn ibex() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ibex"));
-    c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    c
-}
-
-fn run(args: &[&str]) -> (bool, String, String, i32) {
-    let out = ibex().args(args).output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-        out.status.code().unwrap_or(-1),
-    )
-}
+mod common;
+use common::run_cli as run;
 
 #[test]
 fn readme_first_command_explains_the_cat_with_iba() {

@@ -343,3 +343,167 @@ fn unsupported_transfer_syntaxes_are_named() {
         "{err}"
     );
 }
+
+#[test]
+fn per_frame_rescale_from_functional_groups() {
+    use dicom_core::value::DataSetSequence;
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    use dicom_object::InMemDicomObject;
+    // The enhanced MR, with a different Pixel Value Transformation in each frame's functional
+    // groups (slope 0.5 + f, intercept 10 f).
+    let mut obj = dicom_object::open_file(dir().join("emri_small.dcm")).unwrap();
+    let existing: Vec<InMemDicomObject> = obj
+        .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+        .and_then(|e| e.items())
+        .map(|items| items.to_vec())
+        .unwrap_or_else(|| vec![InMemDicomObject::new_empty(); 10]);
+    assert_eq!(existing.len(), 10);
+    let items: Vec<InMemDicomObject> = existing
+        .into_iter()
+        .enumerate()
+        .map(|(f, mut item)| {
+            let pvt = InMemDicomObject::from_element_iter([
+                DataElement::new(tags::RESCALE_INTERCEPT, VR::DS, PrimitiveValue::from(format!("{}", f * 10))),
+                DataElement::new(tags::RESCALE_SLOPE, VR::DS, PrimitiveValue::from(format!("{}", 0.5 + f as f64))),
+                DataElement::new(tags::RESCALE_TYPE, VR::LO, PrimitiveValue::from("US")),
+            ]);
+            item.put(DataElement::new(
+                tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE,
+                VR::SQ,
+                DataSetSequence::from(vec![pvt]),
+            ));
+            item
+        })
+        .collect();
+    obj.put(DataElement::new(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE, VR::SQ, DataSetSequence::from(items)));
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("emri_rescaled.dcm");
+    obj.write_to_file(&path).unwrap();
+
+    let plain = DicomFile::open(&dir().join("emri_small.dcm"), dicom::DEFAULT_MAX_SAMPLES).unwrap();
+    let rescaled = DicomFile::open(&path, dicom::DEFAULT_MAX_SAMPLES).unwrap();
+    assert_eq!(rescaled.info.rescale.len(), 10);
+    for f in 0..10u32 {
+        let (slope, intercept) = (0.5 + f64::from(f), 10.0 * f64::from(f));
+        let stored = plain.frame(f).unwrap().values;
+        let frame = rescaled.frame(f).unwrap();
+        assert_eq!(frame.rescale, dicom::Rescale { slope, intercept });
+        for (got, s) in frame.values.iter().zip(&stored) {
+            assert_eq!(*got, (f64::from(*s) * slope + intercept) as f32, "frame {f}");
+        }
+    }
+}
+
+#[test]
+fn planar_configuration_1_reads_like_interleaved() {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    // US1_UNCR (RGB, interleaved) rewritten plane by plane.
+    let mut obj = dicom_object::open_file(dir().join("US1_UNCR.dcm")).unwrap();
+    let pixels = obj.element(tags::PIXEL_DATA).unwrap().to_bytes().unwrap().to_vec();
+    let n = 480 * 640;
+    let mut planar = vec![0u8; n * 3];
+    for (i, px) in pixels[..n * 3].chunks_exact(3).enumerate() {
+        for c in 0..3 {
+            planar[c * n + i] = px[c];
+        }
+    }
+    obj.put(DataElement::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::from(planar)));
+    obj.put(DataElement::new(tags::PLANAR_CONFIGURATION, VR::US, PrimitiveValue::from(1u16)));
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("us_planar.dcm");
+    obj.write_to_file(&path).unwrap();
+    let a = RgbImage::load(&dir().join("US1_UNCR.dcm")).unwrap();
+    let b = RgbImage::load(&path).unwrap();
+    assert_eq!(a, b);
+}
+
+/// A DICOM file from parts: preamble, "DICM", a file meta group (explicit VR little endian)
+/// with `transfer_syntax`, `meta_extra` bytes after the group length's reach, then `dataset`.
+fn crafted(transfer_syntax: &str, meta_extra: &[u8], dataset: &[u8]) -> Vec<u8> {
+    fn explicit(group: u16, elem: u16, vr: &[u8; 2], value: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend(group.to_le_bytes());
+        v.extend(elem.to_le_bytes());
+        v.extend(vr);
+        if matches!(vr, b"OB" | b"UN" | b"SQ") {
+            v.extend([0, 0]);
+            v.extend((value.len() as u32).to_le_bytes());
+        } else {
+            v.extend((value.len() as u16).to_le_bytes());
+        }
+        v.extend(value);
+        v
+    }
+    let uid = |s: &str| {
+        let mut b = s.as_bytes().to_vec();
+        if b.len() % 2 == 1 {
+            b.push(0);
+        }
+        b
+    };
+    let mut group = explicit(2, 1, b"OB", &[0, 1]);
+    group.extend(explicit(2, 2, b"UI", &uid("1.2.840.10008.5.1.4.1.1.7")));
+    group.extend(explicit(2, 3, b"UI", &uid("2.25.1")));
+    group.extend(explicit(2, 0x10, b"UI", &uid(transfer_syntax)));
+    let mut out = vec![0u8; 128];
+    out.extend(b"DICM");
+    out.extend(explicit(2, 0, b"UL", &(group.len() as u32).to_le_bytes()));
+    out.extend(group);
+    out.extend(meta_extra);
+    out.extend(dataset);
+    out
+}
+
+fn refused_small(name: &str, bytes: &[u8], needle: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join(format!("{name}.dcm"));
+    std::fs::write(&path, bytes).unwrap();
+    let before = LARGEST.swap(0, Ordering::Relaxed);
+    let err = DicomFile::open(&path, 1 << 20).unwrap_err();
+    let largest = LARGEST.swap(before, Ordering::Relaxed);
+    eprintln!("{name}: {err} (largest allocation {largest})");
+    assert!(err.to_string().contains(needle), "{name}: {err}");
+    assert!(largest < 64 << 20, "{name}: an allocation of {largest} bytes");
+}
+
+#[test]
+fn the_length_check_reads_files_the_way_the_parser_does() {
+    // An undefined-length UN holding an item whose element declares ~4 GB: the parser reads the
+    // UN's content in the file's encoding (explicit VR here), and so must the check.
+    let mut ds = vec![0x09, 0x00, 0x01, 0x10, b'U', b'N', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF];
+    ds.extend([0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+    ds.extend([0x09, 0x00, 0x02, 0x10, b'O', b'B', 0, 0, 0xF0, 0xFF, 0xFF, 0xFF]);
+    ds.extend([0u8; 64]);
+    refused_small("un_undefined", &crafted("1.2.840.10008.1.2.1", &[], &ds), "declares 4294967280 bytes");
+
+    // An element of group 0002 past the group length: the parser reads it as the (implicit VR)
+    // data set, where "UI" and 0xFFFF become a ~4 GB length.
+    let extra = [0x02, 0x00, 0x00, 0x01, b'U', b'I', 0xFF, 0xFF, 1, 2, 3, 4];
+    refused_small("meta_overrun", &crafted("1.2.840.10008.1.2", &extra, &[]), "declares 4294920533 bytes");
+
+    // Transfer syntaxes that deflate the data set besides 1.2.840.10008.1.2.1.99 (JPIP
+    // Referenced Deflate): the check reads the inflated data set.
+    let mut hostile = vec![0x09, 0x00, 0x02, 0x10, b'O', b'B', 0, 0, 0xF0, 0xFF, 0xFF, 0xFF];
+    hostile.extend([7u8; 32]);
+    let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut z, &hostile).unwrap();
+    let deflated = z.finish().unwrap();
+    for ts in ["1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.95"] {
+        refused_small(&format!("deflated_{ts}"), &crafted(ts, &[], &deflated), "declares 4294967280 bytes");
+    }
+
+    // A deflate bomb: 24 MB of zeros in one OB element inflates past the cap (16 MiB + 4 bytes
+    // per allowed sample) and is refused without being held.
+    let mut bomb = vec![0x09, 0x00, 0x02, 0x10, b'O', b'B', 0, 0];
+    bomb.extend((24u32 << 20).to_le_bytes());
+    let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut z, &bomb).unwrap();
+    std::io::Write::write_all(&mut z, &vec![0u8; 24 << 20]).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("bomb.dcm");
+    std::fs::write(&path, crafted("1.2.840.10008.1.2.1.99", &[], &z.finish().unwrap())).unwrap();
+    let err = DicomFile::open(&path, 1 << 20).unwrap_err();
+    assert!(err.to_string().contains("inflates to more than"), "{err}");
+}

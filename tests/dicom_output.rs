@@ -184,23 +184,12 @@ fn a_map_at_the_source_size_is_kept_exactly_and_bad_maps_are_refused() {
     assert!(err.to_string().contains("no DICOM coding"), "{err}");
 }
 
-fn ibex_cli(args: &[&str]) -> (bool, String, String, i32) {
-    let out =
-        Command::new(env!("CARGO_BIN_EXE_ibex")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-        out.status.code().unwrap_or(-1),
-    )
-}
-
 #[test]
 fn cli_dicom_report_and_dicom_out() {
     let tmp = tempfile::tempdir().unwrap();
     let js = tmp.path().join("emri.json");
     let f = fixture("emri_small");
-    let (ok, stdout, stderr, _) = ibex_cli(&["dicom", f.to_str().unwrap(), "--json", js.to_str().unwrap()]);
+    let (ok, stdout, stderr, _) = common::run_cli(&["dicom", f.to_str().unwrap(), "--json", js.to_str().unwrap()]);
     assert!(ok, "{stdout}\n{stderr}");
     assert!(stdout.contains("10 frames") && stdout.contains("overall:    min 0 max 467"), "{stdout}");
     let v = common::json_at(&js);
@@ -212,15 +201,15 @@ fn cli_dicom_report_and_dicom_out() {
         assert!((got["stats"]["mean"].as_f64().unwrap() - want.as_f64().unwrap()).abs() < 1e-9);
     }
     // One frame only, and a frame that does not exist.
-    let (ok, stdout, _, _) = ibex_cli(&["dicom", f.to_str().unwrap(), "--frame", "3"]);
+    let (ok, stdout, _, _) = common::run_cli(&["dicom", f.to_str().unwrap(), "--frame", "3"]);
     assert!(ok && stdout.contains("frame    3:") && !stdout.contains("frame    4:"), "{stdout}");
-    let (ok, _, stderr, code) = ibex_cli(&["dicom", f.to_str().unwrap(), "--frame", "10"]);
+    let (ok, _, stderr, code) = common::run_cli(&["dicom", f.to_str().unwrap(), "--frame", "10"]);
     assert!(!ok && code == 2 && stderr.contains("frame 10 requested, but the file has 10 frames"), "{stderr}");
 
     // explain --dicom-out on a CT with a soft-tissue window.
     let out = tmp.path().join("derived");
     let ct = fixture("CT_small");
-    let (ok, stdout, stderr, _) = ibex_cli(&[
+    let (ok, stdout, stderr, _) = common::run_cli(&[
         "explain",
         ct.to_str().unwrap(),
         "--method",
@@ -239,8 +228,8 @@ fn cli_dicom_report_and_dicom_out() {
     }
     // --dicom-out needs DICOM input; a bad window is refused.
     let (ok, _, stderr, code) =
-        ibex_cli(&["explain", "examples/images/chelsea.png", "--dicom-out", out.to_str().unwrap(), "-q"]);
+        common::run_cli(&["explain", "examples/images/chelsea.png", "--dicom-out", out.to_str().unwrap(), "-q"]);
     assert!(!ok && code == 2 && stderr.contains("--dicom-out needs a DICOM image"), "{stderr}");
-    let (ok, _, stderr, _) = ibex_cli(&["explain", ct.to_str().unwrap(), "--window", "40", "-q"]);
+    let (ok, _, stderr, _) = common::run_cli(&["explain", ct.to_str().unwrap(), "--window", "40", "-q"]);
     assert!(!ok && stderr.contains("CENTER,WIDTH"), "{stderr}");
 }

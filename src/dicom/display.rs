@@ -72,6 +72,7 @@ pub fn resolve_window(frame: &Frame, choice: WindowChoice) -> Result<Option<Wind
         let width = (s.max - s.min + 1.0).max(1.0);
         WindowLevel { center: s.min + 0.5 + (width - 1.0) / 2.0, width }
     };
+    let from_file = matches!(choice, WindowChoice::File | WindowChoice::FileIndex(_)) && !frame.windows.is_empty();
     let w = match choice {
         WindowChoice::File => frame.windows.first().copied().unwrap_or_else(full),
         WindowChoice::FileIndex(i) => *frame.windows.get(i).ok_or_else(|| {
@@ -85,10 +86,14 @@ pub fn resolve_window(frame: &Frame, choice: WindowChoice) -> Result<Option<Wind
         WindowChoice::FullRange => full(),
     };
     if !(w.width >= 1.0 && w.width.is_finite() && w.center.is_finite()) {
-        return Err(Error::invalid(format!(
-            "window centre {} / width {}: the width must be at least 1 and both finite",
-            w.center, w.width
-        )));
+        let msg =
+            format!("window centre {} / width {}: the width must be at least 1 and both finite", w.center, w.width);
+        // The file's own window is the file's fault; a given one the caller's.
+        return Err(if from_file {
+            Error::format(&frame.path, format!("{msg} (the file's window; give one to read it anyway)"))
+        } else {
+            Error::invalid(msg)
+        });
     }
     Ok(Some(w))
 }

@@ -117,11 +117,10 @@ pub struct Report {
 /// their statistics.
 pub fn report(path: &Path, options: &DicomOptions, only_frame: bool) -> Result<Report> {
     let file = DicomFile::open(path, options.max_samples)?;
-    let frames: Vec<u32> = if only_frame { vec![options.frame] } else { (0..file.info.frames).collect() };
-    let mut reports = Vec::with_capacity(frames.len());
-    let mut parts = Vec::with_capacity(frames.len());
+    let frames = if only_frame { options.frame..options.frame + 1 } else { 0..file.info.frames };
+    let (mut reports, mut parts) = (Vec::new(), Vec::new());
     let mut window_applied = None;
-    for (i, &f) in frames.iter().enumerate() {
+    for (i, f) in frames.enumerate() {
         let frame = file.frame(f)?;
         if i == 0 {
             window_applied = resolve_window(&frame, options.window)?;

@@ -125,12 +125,18 @@ impl Palette {
         if obj.get(tags::SEGMENTED_RED_PALETTE_COLOR_LOOKUP_TABLE_DATA).is_some() {
             return Err(Error::Unsupported(format!("{}: segmented palette colour lookup tables", path.display())));
         }
+        // The first mapped value has the data's signedness (US or SS).
+        let signed = obj.get(tags::PIXEL_REPRESENTATION).and_then(|e| e.to_int::<u16>().ok()) == Some(1);
         let channel = |desc_tag, data_tag, name: &str| -> Result<(i64, u16, Vec<u16>)> {
             let desc: Vec<i64> =
                 obj.get(desc_tag).and_then(|e| e.to_multi_int::<i64>().ok()).filter(|d| d.len() == 3).ok_or_else(
                     || bad(format!("PALETTE COLOR without a valid {name} Palette Color Lookup Table Descriptor")),
                 )?;
+            if !(0..=65535).contains(&desc[0]) || !(-32768..=65535).contains(&desc[1]) {
+                return Err(bad(format!("{name} palette descriptor {desc:?} is out of range")));
+            }
             let entries = if desc[0] == 0 { 65536 } else { desc[0] as usize };
+            let first = if signed && desc[1] > 32767 { desc[1] - 65536 } else { desc[1] };
             let bits = desc[2] as u16;
             if bits != 8 && bits != 16 {
                 return Err(bad(format!("{name} palette entries of {bits} bits (8 or 16 expected)")));
@@ -149,7 +155,7 @@ impl Palette {
             if data.len() < entries {
                 return Err(bad(format!("{name} palette has {} entries, its descriptor says {entries}", data.len())));
             }
-            Ok((desc[1], bits, data[..entries].to_vec()))
+            Ok((first, bits, data[..entries].to_vec()))
         };
         let (first, bits, red) =
             channel(tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR, tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DATA, "Red")?;
@@ -179,7 +185,7 @@ impl Palette {
     /// past the table the last.
     pub fn apply(&self, indices: &[f64]) -> Vec<f32> {
         let look = |lut: &[u16], i: f64| -> f32 {
-            let at = (i as i64 - self.first).clamp(0, lut.len() as i64 - 1) as usize;
+            let at = (i as i64).saturating_sub(self.first).clamp(0, lut.len() as i64 - 1) as usize;
             f32::from(lut[at])
         };
         indices.iter().flat_map(|&i| [look(&self.red, i), look(&self.green, i), look(&self.blue, i)]).collect()

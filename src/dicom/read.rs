@@ -118,6 +118,8 @@ impl std::fmt::Debug for DicomFile {
 /// One decoded frame in real-world values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Frame {
+    /// The file the frame was read from (for messages).
+    pub path: PathBuf,
     /// Width in pixels (Columns).
     pub width: u32,
     /// Height in pixels (Rows).
@@ -164,11 +166,21 @@ impl DicomFile {
         let ts_uid = meta.transfer_syntax.clone();
         let ts = TransferSyntaxRegistry.get(&ts_uid);
         let ts_name = ts.map(|t| t.name().to_string()).unwrap_or_else(|| "unknown transfer syntax".into());
-        if ts.is_none() {
-            return Err(Error::Unsupported(format!(
-                "{}: unsupported transfer syntax {ts_uid} (unknown to this build's decoders)",
-                path.display()
-            )));
+        match ts {
+            None => {
+                return Err(Error::Unsupported(format!(
+                    "{}: unsupported transfer syntax {ts_uid} (unknown to this build's decoders)",
+                    path.display()
+                )))
+            }
+            Some(t) if !t.can_decode_dataset() => {
+                return Err(Error::Unsupported(format!(
+                    "{}: unsupported transfer syntax {ts_uid} ({}): its data set cannot be read",
+                    path.display(),
+                    t.name()
+                )))
+            }
+            Some(_) => {}
         }
         let obj = OpenFileOptions::new()
             .read_preamble(ReadPreamble::Never)
@@ -249,6 +261,7 @@ impl DicomFile {
         let windows = frame_windows(&self.obj, index);
         let (lo, hi) = pixels::stored_range(&layout);
         let mut frame = Frame {
+            path: path.clone(),
             width: info.columns,
             height: info.rows,
             channels: layout.samples,
@@ -261,7 +274,9 @@ impl DicomFile {
         };
         frame.values = match (layout.samples, decoded_pi.as_str()) {
             (1, "PALETTE COLOR") => {
-                let palette = self.palette.as_ref().expect("read with the header");
+                let palette = self.palette.as_ref().ok_or_else(|| {
+                    Error::format(path, "the decoder reports PALETTE COLOR, the header does not".to_string())
+                })?;
                 frame.channels = 3;
                 frame.stored_min = 0.0;
                 frame.stored_max = palette.max_entry();
@@ -341,7 +356,7 @@ fn chain(e: &dyn std::error::Error) -> String {
 fn text(obj: &InMemDicomObject, tag: Tag) -> String {
     obj.get(tag)
         .and_then(|e| e.to_str().ok())
-        .map(|s| s.trim_end_matches(['\0', ' ']).trim().to_string())
+        .map(|s| s.trim_matches(|c: char| c == '\0' || c.is_whitespace()).to_string())
         .unwrap_or_default()
 }
 

@@ -14,11 +14,12 @@ use std::path::Path;
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
 use dicom_core::{Tag, VR};
 use dicom_dictionary_std::StandardDataDictionary;
+use dicom_encoding::transfer_syntax::{Codec, Endianness};
+use dicom_encoding::TransferSyntaxIndex;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 use crate::error::{Error, Result};
 
-/// The transfer syntax UID of Deflated Explicit VR Little Endian.
-pub const DEFLATED_EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1.99";
 /// Nested sequences deeper than this are refused (real files nest a handful of levels).
 const MAX_DEPTH: usize = 64;
 const UNDEFINED: u32 = 0xFFFF_FFFF;
@@ -36,6 +37,10 @@ pub struct Meta {
 /// file meta group) whose every declared length fits in the file; returns its meta
 /// information. A deflated data set is inflated to at most `max_inflated` bytes for the check.
 ///
+/// The walk reads the file the way dicom-rs 0.10 does: the meta group ends where its group
+/// length says; the data set's encoding comes from the transfer syntax registry; any
+/// undefined-length element other than Pixel Data is a sequence in the current encoding.
+///
 /// # Errors
 /// [`Error::Format`] naming `path`, the element and its byte offset.
 pub fn check_lengths(path: &Path, bytes: &[u8], max_inflated: usize) -> Result<Meta> {
@@ -51,14 +56,32 @@ pub fn check_lengths(path: &Path, bytes: &[u8], max_inflated: usize) -> Result<M
             }
         )));
     }
-    // File meta group: explicit VR little endian, group 0002 only.
+    // File meta group: explicit VR little endian, introduced by its group length (0002,0000)
+    // UL, which is where the parser ends it.
     let mut meta = Walker { buf: bytes, pos: 132, explicit: true, big: false, base: 0 };
+    let (tag, vr, len) = meta.header().map_err(bad)?.ok_or_else(|| bad("no file meta information".into()))?;
+    if tag != Tag(0x0002, 0x0000) || vr != Some(VR::UL) || len != 4 || meta.buf.len() - meta.pos < 4 {
+        return Err(bad(format!(
+            "the file meta information must start with its group length (0002,0000) UL of 4 bytes, found {tag} {vr:?} of {len} bytes"
+        )));
+    }
+    let group_length =
+        u32::from_le_bytes([bytes[meta.pos], bytes[meta.pos + 1], bytes[meta.pos + 2], bytes[meta.pos + 3]]);
+    meta.pos += 4;
+    let meta_end = meta
+        .pos
+        .checked_add(group_length as usize)
+        .filter(|&end| end <= bytes.len())
+        .ok_or_else(|| bad(format!("the file meta group length {group_length} runs past the end of the file")))?;
     let mut transfer_syntax = None;
-    while meta.pos + 4 <= bytes.len() && u16::from_le_bytes([bytes[meta.pos], bytes[meta.pos + 1]]) == 0x0002 {
+    while meta.pos < meta_end {
         let start = meta.pos;
         let (tag, _vr, len) =
             meta.header().map_err(bad)?.ok_or_else(|| bad("truncated file meta information".into()))?;
-        let len = meta.defined(tag, start, len).map_err(bad)?;
+        if tag.0 != 0x0002 || meta.pos > meta_end {
+            return Err(bad(format!("element {tag} at byte {start} is inside the file meta group's length")));
+        }
+        let len = meta.within(tag, start, len, meta_end).map_err(bad)?;
         if tag == Tag(0x0002, 0x0010) {
             let raw = &bytes[meta.pos..meta.pos + len];
             transfer_syntax = Some(String::from_utf8_lossy(raw).trim_end_matches(['\0', ' ']).to_string());
@@ -69,13 +92,21 @@ pub fn check_lengths(path: &Path, bytes: &[u8], max_inflated: usize) -> Result<M
         .ok_or_else(|| bad("the file meta information has no Transfer Syntax UID (0002,0010)".into()))?;
     let dataset_offset = meta.pos;
     let rest = &bytes[dataset_offset..];
-    let (explicit, big) = match transfer_syntax.as_str() {
-        "1.2.840.10008.1.2" => (false, false),
-        "1.2.840.10008.1.2.2" => (true, true),
-        _ => (true, false),
+    // How the parser will read the data set: the registry's byte order and data set codec
+    // (deflate, for every transfer syntax that deflates); implicit VR for the one implicit
+    // transfer syntax. Unknown transfer syntaxes are refused later, before parsing.
+    let Some(ts) = TransferSyntaxRegistry.get(&transfer_syntax) else {
+        return Ok(Meta { transfer_syntax, dataset_offset });
     };
+    let explicit = transfer_syntax != "1.2.840.10008.1.2";
+    let big = ts.endianness() == Endianness::Big;
+    let deflated = matches!(ts.codec(), Codec::Dataset(Some(_)));
+    if matches!(ts.codec(), Codec::Dataset(None)) {
+        // The parser cannot read this data set either: refused before parsing.
+        return Ok(Meta { transfer_syntax, dataset_offset });
+    }
     let inflated;
-    let data = if transfer_syntax == DEFLATED_EXPLICIT_VR_LE {
+    let data = if deflated {
         let mut out = Vec::new();
         flate2::read::DeflateDecoder::new(rest)
             .take(max_inflated as u64 + 1)
@@ -89,7 +120,7 @@ pub fn check_lengths(path: &Path, bytes: &[u8], max_inflated: usize) -> Result<M
     } else {
         rest
     };
-    let base = if transfer_syntax == DEFLATED_EXPLICIT_VR_LE { 0 } else { dataset_offset };
+    let base = if deflated { 0 } else { dataset_offset };
     let mut walker = Walker { buf: data, pos: 0, explicit, big, base };
     walker.dataset(None, 0).map_err(bad)?;
     Ok(Meta { transfer_syntax, dataset_offset })
@@ -174,11 +205,6 @@ impl Walker<'_> {
         }
     }
 
-    /// Checks a defined length against the bytes left (before `end` when given).
-    fn defined(&self, tag: Tag, start: usize, len: u32) -> WalkResult<usize> {
-        self.within(tag, start, len, self.buf.len())
-    }
-
     fn within(&self, tag: Tag, start: usize, len: u32, end: usize) -> WalkResult<usize> {
         let left = end.saturating_sub(self.pos);
         if len == UNDEFINED || len as usize > left {
@@ -219,19 +245,10 @@ impl Walker<'_> {
             if len == UNDEFINED {
                 if tag == Tag(0x7FE0, 0x0010) {
                     self.fragments(tag, limit)?;
-                } else if vr == VR::SQ || vr == VR::UN {
-                    // An undefined-length UN holds a sequence in implicit VR little endian.
-                    let saved = (self.explicit, self.big);
-                    if vr == VR::UN {
-                        (self.explicit, self.big) = (false, false);
-                    }
-                    self.sequence(None, limit, depth + 1)?;
-                    (self.explicit, self.big) = saved;
                 } else {
-                    return Err(format!(
-                        "element {tag} ({vr:?}) at byte {} has an undefined length, which only sequences may have",
-                        self.base + start
-                    ));
+                    // The parser reads any other undefined-length element as a sequence in the
+                    // current encoding (an undefined-length UN too), and so does this walk.
+                    self.sequence(None, limit, depth + 1)?;
                 }
             } else {
                 let len = self.within(tag, start, len, limit)?;

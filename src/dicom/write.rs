@@ -80,16 +80,22 @@ fn code(value: &str, scheme: &str, meaning: &str) -> InMemDicomObject {
     ])
 }
 
-/// A decimal string of at most 16 characters (the DS limit).
+/// A decimal string of at most 16 characters (the DS limit) that keeps a non-zero value
+/// non-zero.
 fn ds(v: f64) -> String {
     for precision in (0..=10).rev() {
         let s = format!("{v:.precision$}");
         let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s };
-        if s.len() <= 16 {
+        if s.len() <= 16 && (v == 0.0 || s.parse::<f64>().is_ok_and(|p| p != 0.0)) {
             return s;
         }
     }
     format!("{v:.6e}")
+}
+
+/// A size as the US that Rows and Columns take.
+fn us(n: u32, what: &str) -> Result<u16> {
+    u16::try_from(n).map_err(|_| Error::invalid(format!("{what} {n} does not fit DICOM's 16-bit {what}")))
 }
 
 /// The date and time now (UTC) as DICOM DA and TM strings.
@@ -374,8 +380,8 @@ pub fn parametric_map(
         DataElement::empty(tags::CONTENT_CREATOR_NAME, VR::PN),
         el(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1u16)),
         el(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
-        el(tags::ROWS, VR::US, PrimitiveValue::from(rows as u16)),
-        el(tags::COLUMNS, VR::US, PrimitiveValue::from(cols as u16)),
+        el(tags::ROWS, VR::US, PrimitiveValue::from(us(rows, "Rows")?)),
+        el(tags::COLUMNS, VR::US, PrimitiveValue::from(us(cols, "Columns")?)),
         el(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(32u16)),
         el(tags::PRESENTATION_LUT_SHAPE, VR::CS, "IDENTITY"),
         el(tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "00"),
@@ -469,8 +475,8 @@ pub fn secondary_capture(
         el(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(3u16)),
         el(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "RGB"),
         el(tags::PLANAR_CONFIGURATION, VR::US, PrimitiveValue::from(0u16)),
-        el(tags::ROWS, VR::US, PrimitiveValue::from(rows as u16)),
-        el(tags::COLUMNS, VR::US, PrimitiveValue::from(cols as u16)),
+        el(tags::ROWS, VR::US, PrimitiveValue::from(us(rows, "Rows")?)),
+        el(tags::COLUMNS, VR::US, PrimitiveValue::from(us(cols, "Columns")?)),
         el(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(8u16)),
         el(tags::BITS_STORED, VR::US, PrimitiveValue::from(8u16)),
         el(tags::HIGH_BIT, VR::US, PrimitiveValue::from(7u16)),
@@ -505,4 +511,23 @@ pub fn write_into(dir: &Path, prefix: &str, obj: &DerivedObject) -> Result<PathB
     let bytes = to_bytes(obj)?;
     std::fs::write(&path, bytes).map_err(|e| Error::io(&path, e))?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_strings_fit_and_keep_non_zero_values() {
+        for v in [0.0, 1.0, -1024.0, 0.661468, 3.774114, 8.9e-16, -2.5e-9, 123456789.123456, 1e300] {
+            let s = ds(v);
+            assert!(s.len() <= 16, "{v}: {s}");
+            let back: f64 = s.parse().unwrap();
+            assert_eq!(back == 0.0, v == 0.0, "{v}: {s}");
+            assert!((back - v).abs() <= 1e-6 * v.abs().max(1e-300) || v.abs() > 1e9, "{v}: {s}");
+        }
+        assert_eq!(ds(0.5), "0.5");
+        assert!(us(65536, "Rows").is_err());
+        assert!(new_uid().starts_with("2.25.") && new_uid().len() <= 64 && new_uid() != new_uid());
+    }
 }

@@ -214,3 +214,18 @@ pub fn fashion_mnist(split: &str, per_class: Option<usize>) -> ibex::imaging::fo
     }
     folder
 }
+
+/// Runs the `ibex` binary in the repository root: (success, stdout, stderr, exit code).
+pub fn run_cli(args: &[&str]) -> (bool, String, String, i32) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ibex"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.code().unwrap_or(-1),
+    )
+}

@@ -14,8 +14,9 @@
 //!   Secondary Capture in the source study and answers with their ids.
 //!
 //! Configuration (Orthanc's JSON): `"Ibex": { "Model": dir, "Method": name, "Options": {…},
-//! "Threads": n }`. The model is loaded once at start-up and shared; every request makes its
-//! own explainer. At most `Threads` explanations run at once (others wait their turn); the
+//! "Threads": n, "MaxSamples": n }`. The model is loaded once at start-up and shared; every request makes its
+//! own explainer. At most `Threads` requests read, explain and answer at once (others wait
+//! their turn), and instances above `MaxSamples` samples are refused (400); the
 //! routes are registered without Orthanc's global lock, so the rest of Orthanc keeps answering.
 //! Errors are HTTP errors with a JSON body (`{"error": message, "status": code}`); a panic is
 //! caught at this boundary and answered as a 500.
@@ -90,6 +91,10 @@ extern "C" {
 /// The Orthanc release whose SDK has every call this plugin makes (the no-lock REST callback
 /// is the newest of them).
 const MIN_ORTHANC: (i32, i32, i32) = (1, 3, 2);
+/// The default ceiling on an instance's rows × columns × frames × samples: 2^26 (a 4096 ×
+/// 4096 × 4 radiograph series, or 256 CT slices of 512 × 512). A request holds a few times
+/// that many floats while it runs.
+const DEFAULT_MAX_SAMPLES: u64 = 1 << 26;
 const GET: i32 = 1;
 const POST: i32 = 2;
 
@@ -140,6 +145,8 @@ struct State {
     default_method: String,
     options: serde_json::Map<String, Value>,
     threads: usize,
+    /// The ceiling on rows × columns × frames × samples of an instance.
+    max_samples: u64,
     permits: Permits,
 }
 
@@ -328,21 +335,30 @@ fn ask_from_body(body: &[u8]) -> HttpResult<Ask> {
     Ok(a)
 }
 
-/// One explanation of one instance, with what it took.
-struct Explained {
+/// One explanation of one instance, with what it took. The permit is held until the answer
+/// is made: reading, explaining, rendering and storing all count against `Threads`.
+struct Explained<'a> {
     image: Owned<ibex_image>,
     result: Owned<ibex_result>,
     explain_ms: f64,
+    _permit: PermitGuard<'a>,
 }
 
-fn explain(state: &State, instance: &str, method: &str, ask: &Ask) -> HttpResult<Explained> {
+fn explain<'a>(state: &'a State, instance: &str, method: &str, ask: &Ask) -> HttpResult<Explained<'a>> {
     let model = state.model.as_ref().map_err(|e| HttpError(503, format!("no model loaded: {e}")))?;
+    let permit = state.permits.acquire();
     let method = if method == "default" { state.default_method.as_str() } else { method };
     // The instance's DICOM file, from Orthanc.
     let id = cstring(instance);
     let mut buf = MemoryBuffer { data: null_mut(), size: 0 };
-    if unsafe { ibexo_get_dicom(id.as_ptr(), &mut buf) } != 0 {
-        return Err(HttpError(404, format!("unknown instance '{instance}'")));
+    match unsafe { ibexo_get_dicom(id.as_ptr(), &mut buf) } {
+        0 => {}
+        // OrthancPluginErrorCode_InexistentItem, _UnknownResource
+        7 | 17 => return Err(HttpError(404, format!("unknown instance '{instance}'"))),
+        e => return Err(HttpError(500, format!("Orthanc could not read instance '{instance}' (error {e})"))),
+    }
+    if buf.data.is_null() {
+        return Err(HttpError(500, format!("Orthanc returned no file for instance '{instance}'")));
     }
     let opts = ibex_dicom_options {
         struct_size: std::mem::size_of::<ibex_dicom_options>() as u32,
@@ -351,7 +367,7 @@ fn explain(state: &State, instance: &str, method: &str, ask: &Ask) -> HttpResult
         use_window: i32::from(ask.window.is_some()),
         window_center: ask.window.map_or(0.0, |w| w.0),
         window_width: ask.window.map_or(0.0, |w| w.1),
-        max_samples: 0,
+        max_samples: state.max_samples,
     };
     let mut image = null_mut();
     let st = unsafe {
@@ -394,16 +410,14 @@ fn explain(state: &State, instance: &str, method: &str, ask: &Ask) -> HttpResult
     view.struct_size = std::mem::size_of::<ibex_image_view>() as u32;
     check(unsafe { ibex_image_get_view(image.ptr, &mut view) }, "image view", |_| 500)?;
     let mut result = null_mut();
-    let permit = state.permits.acquire();
     let t = Instant::now();
     let st = unsafe { ibex_explain(explainer.ptr, &view, &target, null(), &mut result) };
     let explain_ms = t.elapsed().as_secs_f64() * 1e3;
-    drop(permit);
     check(st, "explanation", |s| match s {
-        IBEX_ERR_INVALID_ARGUMENT => 400,
+        IBEX_ERR_INVALID_ARGUMENT | IBEX_ERR_UNSUPPORTED | IBEX_ERR_OUT_OF_RANGE => 400,
         _ => 500,
     })?;
-    Ok(Explained { image, result: owned(result, ibex_result_free), explain_ms })
+    Ok(Explained { image, result: owned(result, ibex_result_free), explain_ms, _permit: permit })
 }
 
 fn answer_json(output: *mut OrthancPluginRestOutput, v: &Value) {
@@ -416,7 +430,7 @@ fn timing_header(output: *mut OrthancPluginRestOutput, explain_ms: f64, total_ms
     unsafe { ibexo_set_header(output, c"X-Ibex-Timing-Ms".as_ptr(), v.as_ptr()) }
 }
 
-fn route_info(output: *mut OrthancPluginRestOutput, state: &State) {
+fn route_info(output: *mut OrthancPluginRestOutput, state: &State, _: &Request) -> HttpResult<()> {
     let version = unsafe { CStr::from_ptr(ibex_version_string()) }.to_string_lossy().into_owned();
     let orthanc = unsafe { CStr::from_ptr(ibexo_orthanc_version()) }.to_string_lossy().into_owned();
     let mut v = json!({
@@ -430,11 +444,13 @@ fn route_info(output: *mut OrthancPluginRestOutput, state: &State) {
         "default_method": state.default_method,
         "options": state.options,
         "threads": state.threads,
+        "max_samples": state.max_samples,
     });
     if let Err(e) = &state.model {
         v["error"] = Value::String(e.clone());
     }
     answer_json(output, &v);
+    Ok(())
 }
 
 fn route_overlay(output: *mut OrthancPluginRestOutput, state: &State, req: &Request) -> HttpResult<()> {
@@ -520,6 +536,9 @@ fn store(bytes: &[u8]) -> HttpResult<Value> {
     if st != 0 {
         return Err(HttpError(500, format!("Orthanc refused the derived instance (error {st})")));
     }
+    if buf.data.is_null() {
+        return Err(HttpError(500, "Orthanc's answer to the upload is empty".into()));
+    }
     let answer = unsafe { std::slice::from_raw_parts(buf.data as *const u8, buf.size as usize) }.to_vec();
     unsafe { ibexo_free_buffer(&mut buf) };
     serde_json::from_slice(&answer)
@@ -599,39 +618,23 @@ unsafe fn serve(
     0
 }
 
-unsafe extern "C" fn on_info(
-    output: *mut OrthancPluginRestOutput,
-    _url: *const c_char,
-    request: *const OrthancPluginHttpRequest,
-) -> i32 {
-    serve(output, request, c"GET", |o, s, _| {
-        route_info(o, s);
-        Ok(())
-    })
-}
+/// The routes: regex, the one HTTP method each answers, the handler.
+type Route = (&'static CStr, &'static CStr, fn(*mut OrthancPluginRestOutput, &State, &Request) -> HttpResult<()>);
+const ROUTES: [Route; 4] = [
+    (c"/ibex/info", c"GET", route_info),
+    (c"/instances/([^/]+)/ibex/([^/]+)/overlay.png", c"GET", route_overlay),
+    (c"/instances/([^/]+)/ibex/([^/]+)/heatmap", c"GET", route_heatmap),
+    (c"/instances/([^/]+)/ibex/([^/]+)", c"POST", route_store),
+];
 
-unsafe extern "C" fn on_overlay(
+/// Orthanc's callback for route `R` of [`ROUTES`].
+unsafe extern "C" fn on_route<const R: usize>(
     output: *mut OrthancPluginRestOutput,
     _url: *const c_char,
     request: *const OrthancPluginHttpRequest,
 ) -> i32 {
-    serve(output, request, c"GET", route_overlay)
-}
-
-unsafe extern "C" fn on_heatmap(
-    output: *mut OrthancPluginRestOutput,
-    _url: *const c_char,
-    request: *const OrthancPluginHttpRequest,
-) -> i32 {
-    serve(output, request, c"GET", route_heatmap)
-}
-
-unsafe extern "C" fn on_store(
-    output: *mut OrthancPluginRestOutput,
-    _url: *const c_char,
-    request: *const OrthancPluginHttpRequest,
-) -> i32 {
-    serve(output, request, c"POST", route_store)
+    let (_, allowed, route) = ROUTES[R];
+    serve(output, request, allowed, route)
 }
 
 /// Reads `"Ibex"` from Orthanc's configuration and loads the model.
@@ -655,6 +658,11 @@ fn configure() -> State {
         default_method: ibex_cfg.get("Method").and_then(Value::as_str).unwrap_or("").to_string(),
         options: ibex_cfg.get("Options").and_then(Value::as_object).cloned().unwrap_or_default(),
         threads: ibex_cfg.get("Threads").and_then(Value::as_u64).map_or(2, |n| n.clamp(1, 256) as usize),
+        max_samples: ibex_cfg
+            .get("MaxSamples")
+            .and_then(Value::as_u64)
+            .filter(|&n| n > 0)
+            .unwrap_or(DEFAULT_MAX_SAMPLES),
         permits: Permits { free: Mutex::new(0), cv: Condvar::new() },
     };
     *state.permits.free.get_mut().unwrap_or_else(|e| e.into_inner()) = state.threads;
@@ -709,13 +717,8 @@ pub unsafe extern "C" fn OrthancPluginInitialize(context: *mut OrthancPluginCont
             return -1;
         }
         let _ = STATE.set(configure());
-        let routes: [(&CStr, RestCallback); 4] = [
-            (c"/ibex/info", on_info),
-            (c"/instances/([^/]+)/ibex/([^/]+)/overlay.png", on_overlay),
-            (c"/instances/([^/]+)/ibex/([^/]+)/heatmap", on_heatmap),
-            (c"/instances/([^/]+)/ibex/([^/]+)", on_store),
-        ];
-        for (regex, cb) in routes {
+        let callbacks: [RestCallback; 4] = [on_route::<0>, on_route::<1>, on_route::<2>, on_route::<3>];
+        for ((regex, _, _), cb) in ROUTES.iter().zip(callbacks) {
             ibexo_register_no_lock(regex.as_ptr(), cb);
         }
         0
