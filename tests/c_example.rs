@@ -1,24 +1,12 @@
 //! Builds `examples/c/m2ib.c` against the shared and the static library and runs both.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::{lib_dir, run_ok as run};
+use std::path::Path;
 use std::process::Command;
-
-/// Where `cargo test` put this build's `libibex.so` / `libibex.a`: next to the test binary
-/// (`target/<profile>/deps`), the same build as the tests (`cargo build` copies them one level up).
-fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().to_path_buf()
-}
 
 fn cc() -> String {
     std::env::var("CC").unwrap_or_else(|_| "cc".into())
-}
-
-fn run(cmd: &mut Command, what: &str) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{what} failed ({}):\n{text}", out.status);
-    text
 }
 
 #[test]
@@ -53,7 +41,7 @@ fn c_example_runs_with_shared_and_static_library() {
             .arg("-I")
             .arg(&inc)
             .arg(&a)
-            .args(["-lpthread", "-ldl", "-lm"]),
+            .args(["-lpthread", "-ldl", "-lm", "-lstdc++"]),
         "compile against libibex.a",
     );
     for (bin, what) in [(&shared, "shared"), (&static_bin, "static")] {

@@ -2,31 +2,17 @@
 //! a temporary directory, then its pytest suite against this build's `libibex.so` (found through
 //! `IBEX_LIBRARY`). Needs `python3` with `numpy`, `pytest` and `setuptools` (`.ci/run` installs them).
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
 #[test]
 fn python_binding_installs_and_passes_its_tests() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let lib = std::env::current_exe().unwrap().parent().unwrap().join("libibex.so");
+    let lib = common::lib_dir().join("libibex.so");
     assert!(lib.is_file(), "{} missing", lib.display());
-    // install from a copy: setuptools writes build/ and *.egg-info next to the sources
-    let src = tempfile::tempdir().unwrap();
-    for rel in ["pyproject.toml", "ibex/__init__.py"] {
-        let to = src.path().join(rel);
-        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::copy(root.join("bindings/python").join(rel), &to).unwrap();
-    }
-    let site = tempfile::tempdir().unwrap();
-    let out = Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target"])
-        .arg(site.path())
-        .arg(src.path())
-        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
-        .output()
-        .expect("python3 runs");
-    assert!(out.status.success(), "pip install failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(site.path().join("ibex/__init__.py").is_file());
+    let site = common::install_python_binding();
     let cache = tempfile::tempdir().unwrap();
     let out = Command::new("python3")
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
@@ -48,4 +34,34 @@ fn python_binding_installs_and_passes_its_tests() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&check.stdout).starts_with(&site.path().display().to_string()));
+}
+
+/// The same suite with AddressSanitizer's runtime preloaded into Python (the library is not
+/// instrumented, but every malloc/free, its own and the binding's, goes through ASan, which
+/// catches double frees, frees of foreign pointers and use of freed handles' memory on the
+/// intercepted paths). Python's own allocator is switched to malloc so ASan sees it; leak
+/// checking is off because CPython keeps interned objects alive at exit by design.
+#[test]
+fn python_binding_tests_pass_with_asan_preloaded() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lib = common::lib_dir().join("libibex.so");
+    let asan = common::run_ok(Command::new("gcc").arg("-print-file-name=libasan.so"), "gcc -print-file-name");
+    let asan = asan.trim();
+    assert!(Path::new(asan).is_file(), "libasan.so not found ({asan}): gcc's sanitizer runtime is needed");
+    let site = common::install_python_binding();
+    let cache = tempfile::tempdir().unwrap();
+    let out = Command::new("python3")
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .arg(root.join("bindings/python/tests"))
+        .current_dir(cache.path())
+        .env("PYTHONPATH", site.path())
+        .env("IBEX_LIBRARY", &lib)
+        .env("LD_PRELOAD", asan)
+        .env("PYTHONMALLOC", "malloc")
+        .env("ASAN_OPTIONS", "detect_leaks=0:abort_on_error=1")
+        .output()
+        .expect("python3 runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprintln!("{text}");
+    assert!(out.status.success() && text.contains(" passed") && !text.contains("ERROR: AddressSanitizer"), "{text}");
 }

@@ -3,7 +3,7 @@
  * the token scores, write an overlay PNG, then show how errors and cancellation are reported.
  *
  *   cc examples/c/m2ib.c -Iinclude -Ltarget/debug -libex -o m2ib            (shared)
- *   cc examples/c/m2ib.c -Iinclude target/debug/libibex.a -lpthread -ldl -lm -o m2ib_static
+ *   cc examples/c/m2ib.c -Iinclude target/debug/libibex.a -lpthread -ldl -lm -lstdc++ -o m2ib_static
  *   ./m2ib [MODEL_DIR] [IMAGE] [CAPTION] [OVERLAY.png]
  */
 #include <math.h>

@@ -46,7 +46,16 @@ impl Model {
                 );
                 Ok(Model::Clip(b))
             }
-            "classifier" => Ok(Model::Classifier(cnn::ClassifierBundle::load(dir, None, device)?)),
+            "classifier" => {
+                let b = cnn::ClassifierBundle::load(dir, None, device)?;
+                log::info!(
+                    "loaded {} classifier {} ({} classes)",
+                    b.architecture.kind(),
+                    dir.display(),
+                    b.network.num_classes
+                );
+                Ok(Model::Classifier(b))
+            }
             "pipnet" => {
                 let b = pipnet::PipNetBundle::load(dir, device)?;
                 log::info!(

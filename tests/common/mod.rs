@@ -229,3 +229,40 @@ pub fn run_cli(args: &[&str]) -> (bool, String, String, i32) {
         out.status.code().unwrap_or(-1),
     )
 }
+
+/// Where `cargo test` put this build's `libibex.so` / `libibex.a`: next to the test binary
+/// (`target/<profile>/deps`), the same build as the tests.
+pub fn lib_dir() -> PathBuf {
+    std::env::current_exe().unwrap().parent().unwrap().to_path_buf()
+}
+
+/// Runs a command that must succeed; returns its stdout and stderr together.
+pub fn run_ok(cmd: &mut std::process::Command, what: &str) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{what} failed ({}):\n{text}", out.status);
+    text
+}
+
+/// `pip install`s the Python binding from a copy of `bindings/python` (setuptools writes
+/// build/ and *.egg-info next to the sources) into a temporary directory for PYTHONPATH.
+pub fn install_python_binding() -> tempfile::TempDir {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let src = tempfile::tempdir().unwrap();
+    for rel in ["pyproject.toml", "ibex/__init__.py"] {
+        let to = src.path().join(rel);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(root.join("bindings/python").join(rel), &to).unwrap();
+    }
+    let site = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target"])
+        .arg(site.path())
+        .arg(src.path())
+        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+        .output()
+        .expect("python3 runs");
+    assert!(out.status.success(), "pip install failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(site.path().join("ibex/__init__.py").is_file());
+    site
+}

@@ -1,0 +1,3 @@
+module ibex.dev/ibex
+
+go 1.19
