@@ -42,7 +42,7 @@ fn build(compiler: &str, extra: &[&str], out: &Path) -> PathBuf {
 
 fn run_tests(bin: &Path, env: &[(&str, &str)]) -> String {
     let out = run_ok(Command::new(bin).arg(root()).envs(env.iter().copied()), &bin.display().to_string());
-    let last = out.lines().filter(|l| l.contains(" passed, ")).last().unwrap_or("").to_string();
+    let last = out.lines().rfind(|l| l.contains(" passed, ")).unwrap_or("").to_string();
     assert!(last.ends_with(" passed, 0 failed") && !last.starts_with("0 "), "{out}");
     eprintln!("{}: {last}", bin.display());
     out

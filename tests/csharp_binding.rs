@@ -21,7 +21,7 @@ fn csharp_binding_tests_pass_on_mono() {
         "mcs (Debian mono-mcs must be installed: .ci/run installs it)",
     );
     let out = run_ok(Command::new("mono").arg(&exe).arg(root).env("LD_LIBRARY_PATH", lib_dir()), "mono Tests.exe");
-    let last = out.lines().filter(|l| l.contains(" passed, ")).last().unwrap_or("").to_string();
+    let last = out.lines().rfind(|l| l.contains(" passed, ")).unwrap_or("").to_string();
     assert!(last.ends_with(" passed, 0 failed") && !last.starts_with("0 "), "{out}");
     eprintln!("C#: {last}");
 }

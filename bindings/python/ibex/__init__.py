@@ -83,6 +83,27 @@ class _MapInfo(ctypes.Structure):
                 ("min_value", ctypes.c_float), ("max_value", ctypes.c_float)]
 
 
+class _DicomOptions(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("frame", ctypes.c_uint32), ("window_index", ctypes.c_int32),
+                ("use_window", ctypes.c_int32), ("window_center", ctypes.c_double), ("window_width", ctypes.c_double),
+                ("max_samples", ctypes.c_uint64)]
+
+
+class _DicomInfo(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("rows", ctypes.c_uint32), ("columns", ctypes.c_uint32),
+                ("frames", ctypes.c_uint32), ("frame", ctypes.c_uint32), ("samples_per_pixel", ctypes.c_uint32),
+                ("bits_allocated", ctypes.c_uint32), ("bits_stored", ctypes.c_uint32),
+                ("has_pixel_spacing", ctypes.c_int32), ("pixel_spacing", ctypes.c_double * 2),
+                ("has_image_position", ctypes.c_int32), ("image_position", ctypes.c_double * 3),
+                ("has_image_orientation", ctypes.c_int32), ("image_orientation", ctypes.c_double * 6),
+                ("rescale_slope", ctypes.c_double), ("rescale_intercept", ctypes.c_double),
+                ("has_window", ctypes.c_int32), ("window_center", ctypes.c_double), ("window_width", ctypes.c_double),
+                ("sop_class_uid", ctypes.c_char * 65), ("sop_instance_uid", ctypes.c_char * 65),
+                ("series_instance_uid", ctypes.c_char * 65), ("study_instance_uid", ctypes.c_char * 65),
+                ("frame_of_reference_uid", ctypes.c_char * 65), ("transfer_syntax_uid", ctypes.c_char * 65),
+                ("modality", ctypes.c_char * 17), ("photometric_interpretation", ctypes.c_char * 17)]
+
+
 def _candidates() -> Iterable[pathlib.Path]:
     env = os.environ.get("IBEX_LIBRARY")
     if env:
@@ -139,6 +160,14 @@ def _load() -> ctypes.CDLL:
         "ibex_result_token": ([P, c.c_uint32, c.c_uint32, c.POINTER(c.c_char_p), c.POINTER(c.c_float)], c.c_int32),
         "ibex_result_json": ([P, c.POINTER(c.c_char_p)], c.c_int32),
         "ibex_result_source_region": ([P, c.POINTER(c.c_float)], c.c_int32),
+        "ibex_image_load_dicom": ([c.c_char_p, c.POINTER(_DicomOptions), c.POINTER(P)], c.c_int32),
+        "ibex_image_load_dicom_memory": ([c.c_char_p, c.c_size_t, c.c_char_p, c.POINTER(_DicomOptions), c.POINTER(P)],
+                                         c.c_int32),
+        "ibex_image_dicom_info": ([P, c.POINTER(_DicomInfo)], c.c_int32),
+        "ibex_result_to_dicom": ([P, P, c.c_uint32, c.c_int32, c.c_char_p, c.c_float, c.POINTER(P)], c.c_int32),
+        "ibex_render_overlay_png_bytes": ([P, P, c.c_uint32, c.c_char_p, c.c_float, c.POINTER(P)], c.c_int32),
+        "ibex_bytes_data": ([P, c.POINTER(c.POINTER(c.c_uint8)), c.POINTER(c.c_size_t)], c.c_int32),
+        "ibex_bytes_free": ([P], None),
     }
     for name, (args, res) in sigs.items():
         f = getattr(lib, name)
@@ -236,8 +265,18 @@ class CancelToken(_Handle):
         _check(_lib.ibex_cancel_token_reset(self.handle))
 
 
+def _take_bytes(b: ctypes.c_void_p) -> bytes:
+    try:
+        data, n = ctypes.POINTER(ctypes.c_uint8)(), ctypes.c_size_t()
+        _check(_lib.ibex_bytes_data(b, ctypes.byref(data), ctypes.byref(n)))
+        return ctypes.string_at(data, n.value)
+    finally:
+        _lib.ibex_bytes_free(b)
+
+
 class Image(_Handle):
-    """An image file decoded by ibex (PNG, JPEG, WebP, BMP, TIFF)."""
+    """An image file decoded by ibex (PNG, JPEG, WebP, BMP, TIFF, or frame 0 of a DICOM file
+    with its own window; ``Image.dicom`` takes the frame and window)."""
 
     _free = "ibex_image_free"
 
@@ -245,6 +284,56 @@ class Image(_Handle):
         h = ctypes.c_void_p()
         _check(_lib.ibex_image_load_file(os.fspath(path).encode(), ctypes.byref(h)))
         super().__init__(h)
+
+    @classmethod
+    def dicom(cls, source: Union[str, os.PathLike, bytes], frame: int = 0,
+              window: Optional[Tuple[float, float]] = None, window_index: int = -1, max_samples: int = 0) -> "Image":
+        """One frame of a DICOM file (a path, or the file's bytes): ``window=(center, width)`` in
+        rescaled units, or the file's window ``window_index`` (-1: its first, else the frame's
+        full range); ``max_samples`` caps rows × columns × frames × samples (0: the default)."""
+        o = _DicomOptions(struct_size=ctypes.sizeof(_DicomOptions), frame=frame, window_index=window_index,
+                          use_window=1 if window else 0, window_center=window[0] if window else 0.0,
+                          window_width=window[1] if window else 0.0, max_samples=max_samples)
+        h = ctypes.c_void_p()
+        if isinstance(source, (bytes, bytearray)):
+            buf = bytes(source)
+            _check(_lib.ibex_image_load_dicom_memory(buf, len(buf), None, ctypes.byref(o), ctypes.byref(h)))
+        else:
+            _check(_lib.ibex_image_load_dicom(os.fspath(source).encode(), ctypes.byref(o), ctypes.byref(h)))
+        img = cls.__new__(cls)
+        _Handle.__init__(img, h)
+        return img
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """A copy of the decoded pixels, H×W×3: uint8 for 8-bit sources, float32 in [0, 1]
+        otherwise (DICOM frames after rescale and window)."""
+        v, _ = self._view()
+        dtype = np.dtype({0: np.uint8, 1: np.uint16, 2: np.float32}[v.pixel_type])
+        ch = {0: 1, 1: 3, 2: 4}[v.layout]
+        rows = np.frombuffer(ctypes.string_at(v.data, v.data_len), dtype=np.uint8)
+        rows = np.pad(rows, (0, v.height * v.row_stride - rows.size)).reshape(v.height, v.row_stride)
+        return rows[:, : v.width * ch * dtype.itemsize].copy().view(dtype).reshape(v.height, v.width, ch)
+
+    @property
+    def dicom_info(self) -> dict:
+        """The DICOM geometry and identity (rows, columns, frames, pixel spacing, position,
+        orientation, rescale, window applied, UIDs, modality) of an image read from DICOM."""
+        info = _DicomInfo(struct_size=ctypes.sizeof(_DicomInfo))
+        _check(_lib.ibex_image_dicom_info(self.handle, ctypes.byref(info)))
+        out = {}
+        for name, _ in _DicomInfo._fields_:
+            if name == "struct_size" or name.startswith("has_"):
+                continue
+            v = getattr(info, name)
+            if isinstance(v, bytes):
+                v = v.decode()
+            elif not isinstance(v, (int, float)):
+                v = list(v)
+            if getattr(info, "has_" + name, 1) == 0 or (name.startswith("window_") and not info.has_window):
+                v = None
+            out[name] = v
+        return out
 
     def _view(self) -> Tuple[_View, object]:
         v = _View(struct_size=ctypes.sizeof(_View))
@@ -361,6 +450,28 @@ class Result(_Handle):
         """Writes map ``map_index`` over the image as a PNG."""
         _check(_lib.ibex_render_overlay_png(self.handle, map_index, colormap.encode(), opacity,
                                             os.fspath(path).encode()))
+
+    def overlay_png(self, map_index: int = 0, colormap: str = "turbo", opacity: float = 0.5,
+                    original: Optional["Image"] = None) -> bytes:
+        """Map ``map_index`` as PNG bytes: over ``original`` at its own size (the ``Image`` the
+        result explains, e.g. a DICOM frame) when given, else over the preprocessed image."""
+        b = ctypes.c_void_p()
+        _check(_lib.ibex_render_overlay_png_bytes(self.handle, original.handle if original else None, map_index,
+                                                  colormap.encode(), opacity, ctypes.byref(b)))
+        return _take_bytes(b)
+
+    def to_dicom(self, source: "Image", kind: str = "parametric_map", map_index: int = 0,
+                 colormap: str = "turbo", opacity: float = 0.5) -> bytes:
+        """A DICOM file derived from the DICOM ``source`` this result explains: ``kind``
+        ``"parametric_map"`` (the float map at the source's size) or ``"secondary_capture"`` (the
+        overlay), in the source's study, in a new series."""
+        kinds = {"parametric_map": 0, "secondary_capture": 1}
+        if kind not in kinds:
+            raise ValueError(f"kind must be one of {sorted(kinds)}, not {kind!r}")
+        b = ctypes.c_void_p()
+        _check(_lib.ibex_result_to_dicom(self.handle, source.handle, map_index, kinds[kind], colormap.encode(), opacity,
+                                         ctypes.byref(b)))
+        return _take_bytes(b)
 
 
 ProgressFn = Callable[[int, int], bool]

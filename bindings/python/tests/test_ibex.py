@@ -167,3 +167,36 @@ def test_four_threads_share_one_model(cnn):
         t.join()
     assert not errors, errors
     assert all(np.array_equal(x, want) for x in results)
+
+
+DICOM = ROOT.parent / "shared" / "fixtures" / "images" / "dicom"
+
+
+def test_dicom_in_and_derived_objects_out(cnn):
+    ct = DICOM / "CT_small.dcm"
+    with ibex.Image.dicom(ct, window=(40, 400)) as img:
+        info = img.dicom_info
+        assert (info["rows"], info["columns"], info["modality"]) == (128, 128, "CT")
+        assert info["window_center"] == 40 and info["pixel_spacing"][0] > 0
+        with ibex.Explainer(cnn, "gradcam") as ex, ex.explain(img) as r:
+            pm = r.to_dicom(img)
+            sc = r.to_dicom(img, "secondary_capture")
+            assert pm[128:132] == b"DICM" and sc[128:132] == b"DICM" and len(pm) > 128 * 128 * 4
+            png = r.overlay_png(original=img)
+            assert png[:4] == b"\x89PNG"
+            with pytest.raises(ValueError):
+                r.to_dicom(img, "hologram")
+    # the same file from memory, and a frame of a multi-frame file
+    with ibex.Image.dicom(ct.read_bytes(), window=(40, 400)) as a, ibex.Image.dicom(ct, window=(40, 400)) as b:
+        assert a.pixels.dtype == np.float32 and a.pixels.shape == (128, 128, 3)
+        assert np.array_equal(a.pixels, b.pixels)
+    with ibex.Image.dicom(DICOM / "emri_small.dcm", frame=9) as img:
+        assert img.dicom_info["frame"] == 9
+    with pytest.raises(ibex.IbexError) as e:
+        ibex.Image.dicom(DICOM / "emri_small.dcm", frame=10)
+    assert "frame 10 requested" in e.value.message
+    with pytest.raises(ibex.IbexError) as e:
+        ibex.Image.dicom(DICOM / "corrupt" / "corrupt_bad_length_MR_small.dcm")
+    assert e.value.status_name == "FORMAT"
+    with ibex.Image(CAT) as png, pytest.raises(ibex.IbexError):
+        png.dicom_info
