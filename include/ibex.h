@@ -123,7 +123,9 @@ typedef struct ibex_dicom_options {
   uint32_t struct_size;
   // The frame to read (0-based).
   uint32_t frame;
-  // The file's window to use (0-based), or -1 for the first (the full range if none).
+  // The file's window to use (0-based). 0 (or -1) is the file's first window, or the frame's
+  // full range when the file has none, so a zero-initialised struct means the defaults; an
+  // index past the file's windows is an error.
   int32_t window_index;
   // Nonzero: use `window_center` / `window_width` (rescaled units) instead of the file's.
   int32_t use_window;

@@ -90,14 +90,8 @@ fn installed_library_works_with_cmake_and_pkg_config() {
     );
     run_ok(Command::new("cmake").arg("--build").arg(&build), "cmake build");
     let png = tmp.path().join("cmake.png");
-    let out = run_ok(
-        Command::new(build.join("explain_cat"))
-            .arg(&model)
-            .arg(&cat)
-            .arg(&png)
-            .env("LD_LIBRARY_PATH", prefix.join("lib")),
-        "explain_cat (CMake)",
-    );
+    // No LD_LIBRARY_PATH: the imported target gives the executable its RPATH.
+    let out = run_ok(Command::new(build.join("explain_cat")).arg(&model).arg(&cat).arg(&png), "explain_cat (CMake)");
     assert!(out.contains("saliency (bits_per_pixel) 224x224"), "{out}");
     assert_eq!(image::open(&png).unwrap().width(), 224);
     // pkg-config.
@@ -119,5 +113,26 @@ fn installed_library_works_with_cmake_and_pkg_config() {
     );
     let out =
         run_ok(Command::new(&bin).arg(&model).arg(&cat).arg(tmp.path().join("pc.png")), "explain_cat (pkg-config)");
+    assert!(out.contains("224x224"), "{out}");
+    // Statically linked through ibex-static.pc: no libibex.so needed at run time.
+    let flags = run_ok(
+        Command::new("pkg-config")
+            .args(["--cflags", "--libs", "ibex-static"])
+            .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig")),
+        "pkg-config ibex-static",
+    );
+    let bin = tmp.path().join("explain_cat_static");
+    run_ok(
+        Command::new("g++")
+            .args(WARNINGS)
+            .arg("-o")
+            .arg(&bin)
+            .arg(root().join("bindings/cpp/example/explain_cat.cpp"))
+            .args(flags.split_whitespace()),
+        "g++ with ibex-static flags",
+    );
+    let ldd = run_ok(Command::new("ldd").arg(&bin), "ldd");
+    assert!(!ldd.contains("libibex"), "{ldd}");
+    let out = run_ok(Command::new(&bin).arg(&model).arg(&cat).arg(tmp.path().join("st.png")), "explain_cat (static)");
     assert!(out.contains("224x224"), "{out}");
 }

@@ -33,7 +33,7 @@ fn options() -> ibex_dicom_options {
     ibex_dicom_options {
         struct_size: std::mem::size_of::<ibex_dicom_options>() as u32,
         frame: 0,
-        window_index: -1,
+        window_index: 0,
         use_window: 0,
         window_center: 0.0,
         window_width: 0.0,
@@ -146,6 +146,18 @@ fn bad_dicom_arguments_get_statuses_and_messages() {
         o.struct_size = 8;
         assert_eq!(ibex_image_load_dicom(fixture("MR_small.dcm").as_ptr(), &o, &mut img), IBEX_ERR_INVALID_ARGUMENT);
         assert!(msg().contains("sizeof(ibex_dicom_options)"), "{}", msg());
+        // Zero-initialised options are the defaults: CT_small has no window, so its full range.
+        let mut zeroed: ibex_dicom_options = std::mem::zeroed();
+        zeroed.struct_size = std::mem::size_of::<ibex_dicom_options>() as u32;
+        assert_eq!(ibex_image_load_dicom(fixture("CT_small.dcm").as_ptr(), &zeroed, &mut img), IBEX_OK, "{}", msg());
+        ibex_image_free(img);
+        img = null_mut();
+        zeroed.window_index = 1;
+        assert_eq!(
+            ibex_image_load_dicom(fixture("CT_small.dcm").as_ptr(), &zeroed, &mut img),
+            IBEX_ERR_INVALID_ARGUMENT
+        );
+        assert!(msg().contains("window index 1 requested, but the file offers 0 windows"), "{}", msg());
         let mut o = options();
         o.window_index = -2;
         assert_eq!(ibex_image_load_dicom(fixture("MR_small.dcm").as_ptr(), &o, &mut img), IBEX_ERR_INVALID_ARGUMENT);

@@ -9,22 +9,11 @@ use std::process::Command;
 
 #[test]
 fn python_binding_installs_and_passes_its_tests() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let lib = common::lib_dir().join("libibex.so");
     assert!(lib.is_file(), "{} missing", lib.display());
     let site = common::install_python_binding();
-    let cache = tempfile::tempdir().unwrap();
-    let out = Command::new("python3")
-        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
-        .arg(root.join("bindings/python/tests"))
-        .current_dir(cache.path())
-        .env("PYTHONPATH", site.path())
-        .env("IBEX_LIBRARY", &lib)
-        .output()
-        .expect("python3 runs");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    eprintln!("{text}");
-    assert!(out.status.success(), "pytest failed:\n{text}");
+    let (ok, text) = pytest(site.path(), &lib, &[]);
+    assert!(ok, "pytest failed:\n{text}");
     assert!(text.contains(" passed"), "{text}");
     // the tests ran against the installed copy, not the checkout
     let check = Command::new("python3")
@@ -43,25 +32,30 @@ fn python_binding_installs_and_passes_its_tests() {
 /// checking is off because CPython keeps interned objects alive at exit by design.
 #[test]
 fn python_binding_tests_pass_with_asan_preloaded() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let lib = common::lib_dir().join("libibex.so");
     let asan = common::run_ok(Command::new("gcc").arg("-print-file-name=libasan.so"), "gcc -print-file-name");
     let asan = asan.trim();
     assert!(Path::new(asan).is_file(), "libasan.so not found ({asan}): gcc's sanitizer runtime is needed");
     let site = common::install_python_binding();
+    let env = [("LD_PRELOAD", asan), ("PYTHONMALLOC", "malloc"), ("ASAN_OPTIONS", "detect_leaks=0:abort_on_error=1")];
+    let (ok, text) = pytest(site.path(), &lib, &env);
+    assert!(ok && text.contains(" passed") && !text.contains("ERROR: AddressSanitizer"), "{text}");
+}
+
+/// Runs the binding's pytest suite against the installed copy in `site` and `lib`.
+fn pytest(site: &Path, lib: &Path, env: &[(&str, &str)]) -> (bool, String) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let cache = tempfile::tempdir().unwrap();
     let out = Command::new("python3")
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
         .arg(root.join("bindings/python/tests"))
         .current_dir(cache.path())
-        .env("PYTHONPATH", site.path())
-        .env("IBEX_LIBRARY", &lib)
-        .env("LD_PRELOAD", asan)
-        .env("PYTHONMALLOC", "malloc")
-        .env("ASAN_OPTIONS", "detect_leaks=0:abort_on_error=1")
+        .env("PYTHONPATH", site)
+        .env("IBEX_LIBRARY", lib)
+        .envs(env.iter().copied())
         .output()
         .expect("python3 runs");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     eprintln!("{text}");
-    assert!(out.status.success() && text.contains(" passed") && !text.contains("ERROR: AddressSanitizer"), "{text}");
+    (out.status.success(), text)
 }

@@ -16,9 +16,9 @@
 #include <exception>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -126,9 +126,10 @@ class options {
     detail::check(ibex_options_set_float(h_.get(), key.c_str(), v));
     return *this;
   }
-  options &set(const std::string &key, int v) { return set(key, static_cast<int64_t>(v)); }
-  options &set(const std::string &key, int64_t v) {
-    detail::check(ibex_options_set_int(h_.get(), key.c_str(), v));
+  /// Any integer type.
+  template <typename I, typename std::enable_if<std::is_integral<I>::value && !std::is_same<I, bool>::value, int>::type = 0>
+  options &set(const std::string &key, I v) {
+    detail::check(ibex_options_set_int(h_.get(), key.c_str(), static_cast<int64_t>(v)));
     return *this;
   }
   options &set(const std::string &key, const std::string &v) {
@@ -204,8 +205,8 @@ class image_view {
 /// Reading options for DICOM (frame, window, size ceiling).
 struct dicom_options {
   uint32_t frame = 0;
-  /// The file's window to use, or -1 for its first (the full range if none).
-  int32_t window_index = -1;
+  /// The file's window to use (0-based); 0 is its first, or the full range when it has none.
+  int32_t window_index = 0;
   /// Use `window_center` / `window_width` (rescaled units) instead of the file's.
   bool use_window = false;
   double window_center = 0;
@@ -505,31 +506,27 @@ class explainer {
 };
 
 /// Sends the library's log messages up to `max_level` (`IBEX_LOG_*`) to `fn` (from any thread
-/// that runs ibex code); an empty function switches logging off. Process-wide.
+/// that runs ibex code, possibly several at once); an empty function switches logging off.
+/// Process-wide. Do not call set_log_callback from inside the callback: the library holds its
+/// logger while calling it.
 inline void set_log_callback(std::function<void(int32_t level, const std::string &message)> fn,
                              int32_t max_level = IBEX_LOG_INFO) {
-  struct holder {
-    std::mutex mu;
-    std::function<void(int32_t, const std::string &)> fn;
-  };
-  static holder h;
-  bool on = false;
-  {
-    std::lock_guard<std::mutex> lock(h.mu);
-    h.fn = std::move(fn);
-    on = static_cast<bool>(h.fn);
-  }
+  using fn_t = std::function<void(int32_t, const std::string &)>;
+  // Never destroyed: library threads may still log while the process exits.
+  static auto *current = new std::shared_ptr<const fn_t>();
+  std::shared_ptr<const fn_t> next = fn ? std::make_shared<const fn_t>(std::move(fn)) : nullptr;
+  bool on = static_cast<bool>(next);
+  std::atomic_store(current, std::move(next));
   auto trampoline = [](int32_t level, const char *message, void *user) {
-    auto *hp = static_cast<holder *>(user);
-    std::lock_guard<std::mutex> lock(hp->mu);
-    if (!hp->fn) return;
+    auto f = std::atomic_load(static_cast<std::shared_ptr<const fn_t> *>(user));
+    if (!f) return;
     try {
-      hp->fn(level, message);
+      (*f)(level, message);
     } catch (...) {
       // a logger must not throw across the C boundary: the message is dropped
     }
   };
-  detail::check(ibex_set_log_callback(on ? +trampoline : nullptr, max_level, &h));
+  detail::check(ibex_set_log_callback(on ? +trampoline : nullptr, max_level, current));
 }
 
 }  // namespace ibex

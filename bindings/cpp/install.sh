@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs ibex for C and C++ hosts: headers, the shared and static libraries, a CMake package
-# config (find_package(ibex)) and a pkg-config file (ibex.pc).
+# config (find_package(ibex)) and pkg-config files (ibex.pc; ibex-static.pc links libibex.a).
 #   bindings/cpp/install.sh PREFIX [LIBDIR]
 # LIBDIR: where libibex.so / libibex.a are (default: target/release, after
 # `cargo build --release`).
@@ -22,5 +22,7 @@ install -m 644 "$libdir/libibex.a" "$prefix/lib/"
 install -m 644 "$here/cmake/ibexConfig.cmake" "$prefix/lib/cmake/ibex/"
 sed -e "s/@VERSION@/$version/" -e "s/@MINOR@/$minor/" "$here/cmake/ibexConfigVersion.cmake.in" \
   > "$prefix/lib/cmake/ibex/ibexConfigVersion.cmake"
-sed -e "s|@PREFIX@|$prefix|" -e "s/@VERSION@/$version/" "$here/ibex.pc.in" > "$prefix/lib/pkgconfig/ibex.pc"
+for pc in ibex ibex-static; do
+  sed -e "s|@PREFIX@|$prefix|" -e "s/@VERSION@/$version/" "$here/$pc.pc.in" > "$prefix/lib/pkgconfig/$pc.pc"
+done
 echo "ibex $version installed in $prefix"

@@ -13,17 +13,22 @@ using System.Collections.Generic;
 using System.Runtime.ExceptionServices;
 using System.Runtime.InteropServices;
 using System.Text;
+#if UNITY_5_3_OR_NEWER
+using MonoPInvokeCallbackAttribute = AOT.MonoPInvokeCallbackAttribute;
+#endif
 
 namespace Ibex
 {
-    /// <summary>Marks a static method as called from native code (Mono AOT / Unity IL2CPP
-    /// look for this attribute by name).</summary>
+#if !UNITY_5_3_OR_NEWER
+    /// <summary>Marks a static method as called from native code. In Unity the binding uses
+    /// Unity's own <c>AOT.MonoPInvokeCallbackAttribute</c>, which IL2CPP requires.</summary>
     [AttributeUsage(AttributeTargets.Method)]
     public sealed class MonoPInvokeCallbackAttribute : Attribute
     {
         public MonoPInvokeCallbackAttribute(Type delegateType) { DelegateType = delegateType; }
         public Type DelegateType { get; private set; }
     }
+#endif
 
     /// <summary>Status codes of the C ABI (IBEX_OK, IBEX_ERR_*).</summary>
     public static class Status
@@ -107,7 +112,8 @@ namespace Ibex
     {
         internal uint StructSize;
         public uint Frame;
-        /// <summary>The file's window to use, or -1 for its first.</summary>
+        /// <summary>The file's window to use (0-based): 0 is its first, or the frame's full range
+        /// when it has none, so <c>new DicomOptions()</c> means the defaults.</summary>
         public int WindowIndex;
         public int UseWindow;
         public double WindowCenter, WindowWidth;
@@ -116,7 +122,7 @@ namespace Ibex
 
         public static DicomOptions Default
         {
-            get { return new DicomOptions { StructSize = (uint)Marshal.SizeOf(typeof(DicomOptions)), WindowIndex = -1 }; }
+            get { return new DicomOptions { StructSize = (uint)Marshal.SizeOf(typeof(DicomOptions)) }; }
         }
     }
 
@@ -147,7 +153,11 @@ namespace Ibex
 
     internal static class Native
     {
+#if (UNITY_IOS || UNITY_WEBGL) && !UNITY_EDITOR
+        const string Lib = "__Internal"; // linked statically into the player
+#else
         const string Lib = "ibex";
+#endif
 
         [DllImport(Lib)] internal static extern uint ibex_abi_version();
         [DllImport(Lib)] internal static extern IntPtr ibex_version_string();
@@ -439,11 +449,13 @@ namespace Ibex
             var data = new float[(long)info.Width * info.Height];
             UIntPtr n;
             Native.Check(Native.ibex_result_copy_map(h, index, data, (UIntPtr)data.Length, out n));
-            return new Map
+            var map = new Map
             {
                 Name = Native.Utf8(info.Name), Units = Native.Utf8(info.Units), Width = info.Width, Height = info.Height,
                 TextIndex = info.TextIndex, Min = info.MinValue, Max = info.MaxValue, Data = data,
             };
+            GC.KeepAlive(h); // the names are borrowed from the result
+            return map;
         }
 
         public uint TextCount { get { uint n; Native.Check(Native.ibex_result_text_count(Native.Open(h), out n)); return n; } }
@@ -467,11 +479,22 @@ namespace Ibex
                 Native.Check(Native.ibex_result_token(h, text, i, out s, out score));
                 out_.Add(new KeyValuePair<string, float>(Native.Utf8(s), score));
             }
+            GC.KeepAlive(h); // the token strings are borrowed from the result
             return out_;
         }
 
         /// <summary>The report: method, target, top-5, texts, maps, settings, timing.</summary>
-        public string Json { get { IntPtr s; Native.Check(Native.ibex_result_json(Native.Open(h), out s)); return Native.Utf8(s); } }
+        public string Json
+        {
+            get
+            {
+                IntPtr s;
+                Native.Check(Native.ibex_result_json(Native.Open(h), out s));
+                var json = Native.Utf8(s);
+                GC.KeepAlive(h); // the string is borrowed from the result
+                return json;
+            }
+        }
 
         /// <summary>x0, y0, x1, y1 of the maps on the original image.</summary>
         public float[] SourceRegion
@@ -518,6 +541,7 @@ namespace Ibex
         static readonly NativeProgress s_progress = ProgressTrampoline;
 
         [MonoPInvokeCallback(typeof(NativeProgress))]
+        [return: MarshalAs(UnmanagedType.I1)]
         static bool ProgressTrampoline(uint done, uint total, IntPtr user)
         {
             var st = (ProgressState)GCHandle.FromIntPtr(user).Target;
@@ -527,7 +551,7 @@ namespace Ibex
 
         public Result Explain(Image image, Target target = null, Func<uint, uint, bool> progress = null, CancelToken cancel = null)
         {
-            return Run(new[] { image.View() }, null, target, progress, cancel)[0];
+            return ExplainBatch(new[] { image }, target, progress, cancel)[0];
         }
 
         public Result Explain(Pixels pixels, Target target = null, Func<uint, uint, bool> progress = null, CancelToken cancel = null)
@@ -537,9 +561,31 @@ namespace Ibex
 
         public Result[] ExplainBatch(Image[] images, Target target = null, Func<uint, uint, bool> progress = null, CancelToken cancel = null)
         {
-            var views = new ImageViewNative[images.Length];
-            for (int i = 0; i < images.Length; i++) views[i] = images[i].View();
-            return Run(views, null, target, progress, cancel);
+            // Each image is referenced for the call: a Dispose or a finalizer on another thread
+            // cannot free pixels the library is reading.
+            var held = new List<SafeHandle>();
+            try
+            {
+                var views = new ImageViewNative[images.Length];
+                for (int i = 0; i < images.Length; i++)
+                {
+                    views[i] = images[i].View();
+                    Hold(images[i].Handle, held);
+                }
+                return Run(views, target, progress, cancel);
+            }
+            finally
+            {
+                foreach (var x in held) x.DangerousRelease();
+            }
+        }
+
+        static void Hold(SafeHandle handle, List<SafeHandle> held)
+        {
+            bool ok = false;
+            Native.Open(handle).DangerousAddRef(ref ok);
+            if (!ok) throw new IbexException(Status.NullPointer, "the handle is closed");
+            held.Add(handle);
         }
 
         /// <summary>Explains caller buffers (pinned, not copied, for the call's duration).</summary>
@@ -568,7 +614,7 @@ namespace Ibex
                         DataLen = (UIntPtr)((ulong)p.Data.LongLength * (ulong)elem),
                     };
                 }
-                return Run(views, null, target, progress, cancel);
+                return Run(views, target, progress, cancel);
             }
             finally
             {
@@ -576,7 +622,7 @@ namespace Ibex
             }
         }
 
-        Result[] Run(ImageViewNative[] views, object keep, Target target, Func<uint, uint, bool> progress, CancelToken cancel)
+        Result[] Run(ImageViewNative[] views, Target target, Func<uint, uint, bool> progress, CancelToken cancel)
         {
             target = target ?? new Target();
             var texts = target.Texts ?? new string[0];
@@ -584,8 +630,10 @@ namespace Ibex
             var ptrs = new IntPtr[texts.Length];
             GCHandle ptrsPin = default(GCHandle), statePin = default(GCHandle);
             var state = new ProgressState { Fn = progress };
+            var held = new List<SafeHandle>();
             try
             {
+                if (cancel != null) Hold(cancel.Handle, held);
                 for (int i = 0; i < texts.Length; i++)
                 {
                     strings[i] = GCHandle.Alloc(Native.Z(texts[i]), GCHandleType.Pinned);
@@ -609,8 +657,6 @@ namespace Ibex
                 };
                 var raw = new IntPtr[views.Length];
                 int status = Native.ibex_explain_batch(Native.Open(h), views, (uint)views.Length, ref t, ref control, raw);
-                GC.KeepAlive(cancel);
-                GC.KeepAlive(keep);
                 if (state.Thrown != null) ExceptionDispatchInfo.Capture(state.Thrown).Throw();
                 Native.Check(status);
                 var results = new Result[raw.Length];
@@ -619,6 +665,7 @@ namespace Ibex
             }
             finally
             {
+                foreach (var x in held) x.DangerousRelease();
                 foreach (var s in strings) if (s.IsAllocated) s.Free();
                 if (ptrsPin.IsAllocated) ptrsPin.Free();
                 if (statePin.IsAllocated) statePin.Free();

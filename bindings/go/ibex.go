@@ -136,6 +136,15 @@ func check(status C.int32_t) error {
 	return &Error{Status: int(status), Message: C.GoString(C.ibex_last_error_message())}
 }
 
+// checked runs one C call and reads its error message on the same OS thread (the library's
+// last-error message is per thread, and a goroutine may move between threads between cgo
+// calls).
+func checked(call func() C.int32_t) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return check(call())
+}
+
 var errClosed = &Error{Status: StatusNullPointer, Message: "the handle is closed"}
 
 // Version is the library's version string.
@@ -157,7 +166,7 @@ type Options struct{ p *C.ibex_options }
 // NewOptions makes empty options.
 func NewOptions() (*Options, error) {
 	var p *C.ibex_options
-	if err := check(C.ibex_options_create(&p)); err != nil {
+	if err := checked(func() C.int32_t { return C.ibex_options_create(&p) }); err != nil {
 		return nil, err
 	}
 	o := &Options{p}
@@ -170,7 +179,7 @@ func OptionsFromJSON(json string) (*Options, error) {
 	s := cstr(json)
 	defer C.free(unsafe.Pointer(s))
 	var p *C.ibex_options
-	if err := check(C.ibex_options_from_json(s, &p)); err != nil {
+	if err := checked(func() C.int32_t { return C.ibex_options_from_json(s, &p) }); err != nil {
 		return nil, err
 	}
 	o := &Options{p}
@@ -185,23 +194,21 @@ func (o *Options) Set(key string, value interface{}) error {
 	}
 	k := cstr(key)
 	defer C.free(unsafe.Pointer(k))
-	var st C.int32_t
+	defer runtime.KeepAlive(o)
 	switch v := value.(type) {
 	case float64:
-		st = C.ibex_options_set_float(o.p, k, C.double(v))
+		return checked(func() C.int32_t { return C.ibex_options_set_float(o.p, k, C.double(v)) })
 	case int:
-		st = C.ibex_options_set_int(o.p, k, C.int64_t(v))
+		return checked(func() C.int32_t { return C.ibex_options_set_int(o.p, k, C.int64_t(v)) })
 	case int64:
-		st = C.ibex_options_set_int(o.p, k, C.int64_t(v))
+		return checked(func() C.int32_t { return C.ibex_options_set_int(o.p, k, C.int64_t(v)) })
 	case string:
 		s := cstr(v)
 		defer C.free(unsafe.Pointer(s))
-		st = C.ibex_options_set_str(o.p, k, s)
+		return checked(func() C.int32_t { return C.ibex_options_set_str(o.p, k, s) })
 	default:
 		return &Error{Status: StatusInvalidArgument, Message: fmt.Sprintf("option %q: unsupported value type %T", key, value)}
 	}
-	runtime.KeepAlive(o)
-	return check(st)
 }
 
 // Close frees the options.
@@ -232,7 +239,7 @@ func LoadModel(path, kind string, opts *Options) (*Model, error) {
 		defer C.free(unsafe.Pointer(ck))
 	}
 	var p *C.ibex_model
-	err := check(C.ibex_model_load(ck, cp, opts.raw(), &p))
+	err := checked(func() C.int32_t { return C.ibex_model_load(ck, cp, opts.raw(), &p) })
 	runtime.KeepAlive(opts)
 	if err != nil {
 		return nil, err
@@ -248,11 +255,12 @@ func (m *Model) DescribeJSON() (string, error) {
 		return "", errClosed
 	}
 	var b *C.ibex_bytes
-	if err := check(C.ibex_model_describe_json(m.p, &b)); err != nil {
+	if err := checked(func() C.int32_t { return C.ibex_model_describe_json(m.p, &b) }); err != nil {
 		return "", err
 	}
 	runtime.KeepAlive(m)
-	return string(takeBytes(b)), nil
+	out, err := takeBytes(b)
+	return string(out), err
 }
 
 // Close frees the model (explainers made from it stay valid).
@@ -263,14 +271,23 @@ func (m *Model) Close() {
 	}
 }
 
-func takeBytes(b *C.ibex_bytes) []byte {
+func takeBytes(b *C.ibex_bytes) ([]byte, error) {
 	defer C.ibex_bytes_free(b)
 	var data *C.uint8_t
 	var n C.size_t
-	if C.ibex_bytes_data(b, &data, &n) != 0 {
-		return nil
+	if err := checked(func() C.int32_t { return C.ibex_bytes_data(b, &data, &n) }); err != nil {
+		return nil, err
 	}
-	return C.GoBytes(unsafe.Pointer(data), C.int(n))
+	return copyOut(unsafe.Pointer(data), int(n)), nil
+}
+
+// copyOut copies n bytes of C memory into Go memory (without C.GoBytes's 2 GiB limit).
+func copyOut(p unsafe.Pointer, n int) []byte {
+	out := make([]byte, n)
+	if n > 0 {
+		copy(out, unsafe.Slice((*byte)(p), n))
+	}
+	return out
 }
 
 // PixelType is the sample type of a raw buffer.
@@ -305,7 +322,7 @@ func LoadImage(path string) (*Image, error) {
 	cp := cstr(path)
 	defer C.free(unsafe.Pointer(cp))
 	var p *C.ibex_image
-	if err := check(C.ibex_image_load_file(cp, &p)); err != nil {
+	if err := checked(func() C.int32_t { return C.ibex_image_load_file(cp, &p) }); err != nil {
 		return nil, err
 	}
 	img := &Image{p}
@@ -316,7 +333,7 @@ func LoadImage(path string) (*Image, error) {
 // DicomOptions choose the frame and window of a DICOM image.
 type DicomOptions struct {
 	Frame                     uint32
-	WindowIndex               int32 // -1: the file's first
+	WindowIndex               int32 // the file's window (0: its first, or the full range when it has none)
 	UseWindow                 bool
 	WindowCenter, WindowWidth float64
 	MaxSamples                uint64 // 0: the library's default
@@ -333,7 +350,7 @@ func LoadDICOM(path string, o DicomOptions) (*Image, error) {
 	co := C.ibexgo_dicom_options(C.uint32_t(o.Frame), C.int32_t(o.WindowIndex), use, C.double(o.WindowCenter),
 		C.double(o.WindowWidth), C.uint64_t(o.MaxSamples))
 	var p *C.ibex_image
-	if err := check(C.ibex_image_load_dicom(cp, &co, &p)); err != nil {
+	if err := checked(func() C.int32_t { return C.ibex_image_load_dicom(cp, &co, &p) }); err != nil {
 		return nil, err
 	}
 	img := &Image{p}
@@ -359,7 +376,7 @@ func (img *Image) DicomInfo() (*DicomInfo, error) {
 	}
 	var info C.ibex_dicom_info
 	info.struct_size = C.uint32_t(unsafe.Sizeof(info))
-	if err := check(C.ibex_image_dicom_info(img.p, &info)); err != nil {
+	if err := checked(func() C.int32_t { return C.ibex_image_dicom_info(img.p, &info) }); err != nil {
 		return nil, err
 	}
 	runtime.KeepAlive(img)
@@ -385,11 +402,11 @@ func (img *Image) Pixels() (Pixels, error) {
 	}
 	defer runtime.KeepAlive(img)
 	var v C.ibex_image_view
-	if err := check(C.ibexgo_view(img.p, &v)); err != nil {
+	if err := checked(func() C.int32_t { return C.ibexgo_view(img.p, &v) }); err != nil {
 		return Pixels{}, err
 	}
 	return Pixels{
-		Data:  C.GoBytes(unsafe.Pointer(v.data), C.int(v.data_len)),
+		Data:  copyOut(unsafe.Pointer(v.data), int(v.data_len)),
 		Width: uint32(v.width), Height: uint32(v.height), RowStride: uint32(v.row_stride),
 		Type: PixelType(v.pixel_type), Layout: Layout(v.layout),
 	}, nil
@@ -409,7 +426,7 @@ type CancelToken struct{ p *C.ibex_cancel_token }
 // NewCancelToken makes a token.
 func NewCancelToken() (*CancelToken, error) {
 	var p *C.ibex_cancel_token
-	if err := check(C.ibex_cancel_token_create(&p)); err != nil {
+	if err := checked(func() C.int32_t { return C.ibex_cancel_token_create(&p) }); err != nil {
 		return nil, err
 	}
 	t := &CancelToken{p}
@@ -423,7 +440,7 @@ func (t *CancelToken) Cancel() error {
 		return errClosed
 	}
 	defer runtime.KeepAlive(t)
-	return check(C.ibex_cancel_token_cancel(t.p))
+	return checked(func() C.int32_t { return C.ibex_cancel_token_cancel(t.p) })
 }
 
 // Reset makes the token usable again.
@@ -432,7 +449,7 @@ func (t *CancelToken) Reset() error {
 		return errClosed
 	}
 	defer runtime.KeepAlive(t)
-	return check(C.ibex_cancel_token_reset(t.p))
+	return checked(func() C.int32_t { return C.ibex_cancel_token_reset(t.p) })
 }
 
 // Close frees the token.
@@ -443,17 +460,30 @@ func (t *CancelToken) Close() {
 	}
 }
 
-// Target is what to explain: a class (-1 = the predicted one) and/or captions.
+// Target is what to explain: a class and/or captions. The zero Target explains the model's
+// predicted class.
 type Target struct {
-	Class int32
+	// Class is the class to explain; nil means the predicted class.
+	Class *int32
+	// Texts are captions (vision-language models).
 	Texts []string
 }
 
-// Predicted is the target of the model's predicted class.
-func Predicted() Target { return Target{Class: -1} }
+// Predicted is the target of the model's predicted class (the zero Target).
+func Predicted() Target { return Target{} }
+
+// Class is the target of class c.
+func Class(c int32) Target { return Target{Class: &c} }
 
 // Captions is the target of captions (vision-language models).
-func Captions(texts ...string) Target { return Target{Class: -1, Texts: texts} }
+func Captions(texts ...string) Target { return Target{Texts: texts} }
+
+func (t Target) classIndex() C.int32_t {
+	if t.Class == nil {
+		return -1
+	}
+	return C.int32_t(*t.Class)
+}
 
 // Progress receives steps done and the total; returning false cancels the call.
 type Progress func(done, total uint32) bool
@@ -474,7 +504,7 @@ func NewExplainer(m *Model, method string, opts *Options) (*Explainer, error) {
 	cm := cstr(method)
 	defer C.free(unsafe.Pointer(cm))
 	var p *C.ibex_explainer
-	err := check(C.ibex_explainer_create(m.p, cm, opts.raw(), &p))
+	err := checked(func() C.int32_t { return C.ibex_explainer_create(m.p, cm, opts.raw(), &p) })
 	runtime.KeepAlive(m)
 	runtime.KeepAlive(opts)
 	if err != nil {
@@ -530,13 +560,16 @@ func (e *Explainer) call(t Target, progress Progress, cancel *CancelToken, n int
 	}
 	out := (*[1 << 20]*C.ibex_result)(C.calloc(C.size_t(n), C.size_t(unsafe.Sizeof((*C.ibex_result)(nil)))))[:n:n]
 	defer C.free(unsafe.Pointer(&out[0]))
+	runtime.LockOSThread() // the error message is read on the thread that made the call
 	status := do(texts, C.uint32_t(len(t.Texts)), with, C.uintptr_t(h), ct, &out[0])
+	err := check(status)
+	runtime.UnlockOSThread()
 	runtime.KeepAlive(e)
 	runtime.KeepAlive(cancel)
 	if st.panicked != nil {
 		panic(st.panicked)
 	}
-	if err := check(status); err != nil {
+	if err != nil {
 		return nil, err
 	}
 	results := make([]*Result, n)
@@ -566,13 +599,13 @@ func (e *Explainer) ExplainBatch(images []*Image, t Target, progress Progress, c
 		if img == nil || img.p == nil {
 			return nil, errClosed
 		}
-		if err := check(C.ibexgo_view(img.p, &views[i])); err != nil {
+		if err := checked(func() C.int32_t { return C.ibexgo_view(img.p, &views[i]) }); err != nil {
 			return nil, err
 		}
 	}
 	defer runtime.KeepAlive(images)
 	return e.call(t, progress, cancel, len(images), func(texts **C.char, nt C.uint32_t, with C.int, user C.uintptr_t, ct *C.ibex_cancel_token, out **C.ibex_result) C.int32_t {
-		return C.ibexgo_explain_batch(e.p, &views[0], C.uint32_t(len(images)), C.int32_t(t.Class), texts, nt, with, user, ct, out)
+		return C.ibexgo_explain_batch(e.p, &views[0], C.uint32_t(len(images)), t.classIndex(), texts, nt, with, user, ct, out)
 	})
 }
 
@@ -584,7 +617,7 @@ func (e *Explainer) ExplainPixels(px Pixels, t Target, progress Progress, cancel
 	}
 	r, err := e.call(t, progress, cancel, 1, func(texts **C.char, nt C.uint32_t, with C.int, user C.uintptr_t, ct *C.ibex_cancel_token, out **C.ibex_result) C.int32_t {
 		return C.ibexgo_explain_pixels(e.p, data, C.size_t(len(px.Data)), C.uint32_t(px.Width), C.uint32_t(px.Height),
-			C.uint32_t(px.RowStride), C.int32_t(px.Type), C.int32_t(px.Layout), C.int32_t(t.Class), texts, nt, with, user, ct, out)
+			C.uint32_t(px.RowStride), C.int32_t(px.Type), C.int32_t(px.Layout), t.classIndex(), texts, nt, with, user, ct, out)
 	})
 	runtime.KeepAlive(px.Data) // C read Go memory until here
 	if err != nil {
@@ -632,7 +665,8 @@ func (r *Result) MapCount() (int, error) {
 	}
 	var n C.uint32_t
 	defer runtime.KeepAlive(r)
-	return int(n), check(C.ibex_result_map_count(r.p, &n))
+	err := checked(func() C.int32_t { return C.ibex_result_map_count(r.p, &n) })
+	return int(n), err
 }
 
 // Map copies map i.
@@ -643,12 +677,12 @@ func (r *Result) Map(i int) (*Map, error) {
 	defer runtime.KeepAlive(r)
 	var info C.ibex_map_info
 	info.struct_size = C.uint32_t(unsafe.Sizeof(info))
-	if err := check(C.ibex_result_map_info(r.p, C.uint32_t(i), &info)); err != nil {
+	if err := checked(func() C.int32_t { return C.ibex_result_map_info(r.p, C.uint32_t(i), &info) }); err != nil {
 		return nil, err
 	}
 	var data *C.float
 	var n C.size_t
-	if err := check(C.ibex_result_map_data(r.p, C.uint32_t(i), &data, &n)); err != nil {
+	if err := checked(func() C.int32_t { return C.ibex_result_map_data(r.p, C.uint32_t(i), &data, &n) }); err != nil {
 		return nil, err
 	}
 	values := make([]float32, int(n))
@@ -668,7 +702,8 @@ func (r *Result) TextCount() (int, error) {
 	}
 	var n C.uint32_t
 	defer runtime.KeepAlive(r)
-	return int(n), check(C.ibex_result_text_count(r.p, &n))
+	err := checked(func() C.int32_t { return C.ibex_result_text_count(r.p, &n) })
+	return int(n), err
 }
 
 // Similarity is the image–caption cosine similarity of caption i.
@@ -678,7 +713,8 @@ func (r *Result) Similarity(i int) (float32, error) {
 	}
 	var s C.float
 	defer runtime.KeepAlive(r)
-	return float32(s), check(C.ibex_result_similarity(r.p, C.uint32_t(i), &s))
+	err := checked(func() C.int32_t { return C.ibex_result_similarity(r.p, C.uint32_t(i), &s) })
+	return float32(s), err
 }
 
 // Tokens are caption i's tokens and scores.
@@ -688,14 +724,14 @@ func (r *Result) Tokens(i int) ([]Token, error) {
 	}
 	defer runtime.KeepAlive(r)
 	var n C.uint32_t
-	if err := check(C.ibex_result_token_count(r.p, C.uint32_t(i), &n)); err != nil {
+	if err := checked(func() C.int32_t { return C.ibex_result_token_count(r.p, C.uint32_t(i), &n) }); err != nil {
 		return nil, err
 	}
 	out := make([]Token, int(n))
 	for k := range out {
 		var s *C.char
 		var score C.float
-		if err := check(C.ibex_result_token(r.p, C.uint32_t(i), C.uint32_t(k), &s, &score)); err != nil {
+		if err := checked(func() C.int32_t { return C.ibex_result_token(r.p, C.uint32_t(i), C.uint32_t(k), &s, &score) }); err != nil {
 			return nil, err
 		}
 		out[k] = Token{C.GoString(s), float32(score)}
@@ -710,7 +746,7 @@ func (r *Result) JSON() (string, error) {
 	}
 	var s *C.char
 	defer runtime.KeepAlive(r)
-	if err := check(C.ibex_result_json(r.p, &s)); err != nil {
+	if err := checked(func() C.int32_t { return C.ibex_result_json(r.p, &s) }); err != nil {
 		return "", err
 	}
 	return C.GoString(s), nil
@@ -724,7 +760,7 @@ func (r *Result) SourceRegion() ([4]float32, error) {
 	}
 	var c [4]C.float
 	defer runtime.KeepAlive(r)
-	if err := check(C.ibex_result_source_region(r.p, &c[0])); err != nil {
+	if err := checked(func() C.int32_t { return C.ibex_result_source_region(r.p, &c[0]) }); err != nil {
 		return out, err
 	}
 	for i := range c {
@@ -749,13 +785,15 @@ func (r *Result) OverlayPNG(i int, colormap string, opacity float32, original *I
 		orig = original.p
 	}
 	var b *C.ibex_bytes
-	err := check(C.ibex_render_overlay_png_bytes(r.p, orig, C.uint32_t(i), cm, C.float(opacity), &b))
+	err := checked(func() C.int32_t {
+		return C.ibex_render_overlay_png_bytes(r.p, orig, C.uint32_t(i), cm, C.float(opacity), &b)
+	})
 	runtime.KeepAlive(r)
 	runtime.KeepAlive(original)
 	if err != nil {
 		return nil, err
 	}
-	return takeBytes(b), nil
+	return takeBytes(b)
 }
 
 // DicomKind chooses the derived DICOM object.
@@ -777,13 +815,15 @@ func (r *Result) ToDICOM(source *Image, kind DicomKind, i int, colormap string, 
 		defer C.free(unsafe.Pointer(cm))
 	}
 	var b *C.ibex_bytes
-	err := check(C.ibex_result_to_dicom(r.p, source.p, C.uint32_t(i), C.int32_t(kind), cm, C.float(opacity), &b))
+	err := checked(func() C.int32_t {
+		return C.ibex_result_to_dicom(r.p, source.p, C.uint32_t(i), C.int32_t(kind), cm, C.float(opacity), &b)
+	})
 	runtime.KeepAlive(r)
 	runtime.KeepAlive(source)
 	if err != nil {
 		return nil, err
 	}
-	return takeBytes(b), nil
+	return takeBytes(b)
 }
 
 // Log levels.
@@ -809,5 +849,5 @@ func SetLogCallback(f func(level int, message string), maxLevel int) error {
 	if f != nil {
 		on = 1
 	}
-	return check(C.ibexgo_set_log(on, C.int32_t(maxLevel)))
+	return checked(func() C.int32_t { return C.ibexgo_set_log(on, C.int32_t(maxLevel)) })
 }

@@ -231,7 +231,7 @@ func TestErrorsCarryTheLibrarysStatusAndMessage(t *testing.T) {
 	}
 	img := mustImage(t, "examples/images/chelsea.png")
 	defer img.Close()
-	if _, err = ex.Explain(img, Target{Class: 5000}, nil, nil); !errors.As(err, &ie) || ie.Status != StatusInvalidArgument {
+	if _, err = ex.Explain(img, Class(5000), nil, nil); !errors.As(err, &ie) || ie.Status != StatusInvalidArgument {
 		t.Fatal(err)
 	}
 	ex.Close()
@@ -248,12 +248,12 @@ func TestBatchEqualsSingleCalls(t *testing.T) {
 	b := mustImage(t, "examples/images/four_items.png")
 	defer a.Close()
 	defer b.Close()
-	batch, err := ex.ExplainBatch([]*Image{a, b}, Target{Class: 281}, nil, nil)
+	batch, err := ex.ExplainBatch([]*Image{a, b}, Class(281), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i, img := range []*Image{a, b} {
-		single := firstMap(t)(ex.Explain(img, Target{Class: 281}, nil, nil))
+		single := firstMap(t)(ex.Explain(img, Class(281), nil, nil))
 		if !sameBits(firstMap(t)(batch[i], nil).Data, single.Data) {
 			t.Fatalf("image %d", i)
 		}
@@ -304,7 +304,7 @@ func TestFourGoroutinesShareOneModel(t *testing.T) {
 
 func TestDICOMInParametricMapOut(t *testing.T) {
 	cnn, _ := models(t)
-	img, err := LoadDICOM(filepath.Join(root(t), "../shared/fixtures/images/dicom/CT_small.dcm"), DicomOptions{WindowIndex: -1, UseWindow: true, WindowCenter: 40, WindowWidth: 400})
+	img, err := LoadDICOM(filepath.Join(root(t), "../shared/fixtures/images/dicom/CT_small.dcm"), DicomOptions{UseWindow: true, WindowCenter: 40, WindowWidth: 400})
 	if err != nil {
 		t.Fatal(err)
 	}

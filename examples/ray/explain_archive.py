@@ -95,7 +95,12 @@ def init_ray(address: str | None = None, workers: int = 2, **kwargs) -> None:
     and libibex on every node (or point ``IBEX_LIBRARY`` at a shared copy)."""
     import ray
 
-    env = {k: os.environ[k] for k in ("IBEX_LIBRARY", "PYTHONPATH") if k in os.environ}
+    # Absolute paths: the workers run in the uploaded working directory.
+    env = {}
+    if "IBEX_LIBRARY" in os.environ:
+        env["IBEX_LIBRARY"] = os.path.abspath(os.environ["IBEX_LIBRARY"])
+    if "PYTHONPATH" in os.environ:
+        env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) for p in os.environ["PYTHONPATH"].split(os.pathsep) if p)
     runtime_env = {"working_dir": str(pathlib.Path(__file__).resolve().parent), "env_vars": env}
     ray.init(address=address, runtime_env=runtime_env, include_dashboard=False,
              **({} if address else {"num_cpus": workers}), **kwargs)

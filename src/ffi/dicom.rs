@@ -20,7 +20,9 @@ pub struct ibex_dicom_options {
     pub struct_size: u32,
     /// The frame to read (0-based).
     pub frame: u32,
-    /// The file's window to use (0-based), or -1 for the first (the full range if none).
+    /// The file's window to use (0-based). 0 (or -1) is the file's first window, or the frame's
+    /// full range when the file has none, so a zero-initialised struct means the defaults; an
+    /// index past the file's windows is an error.
     pub window_index: i32,
     /// Nonzero: use `window_center` / `window_width` (rescaled units) instead of the file's.
     pub use_window: i32,
@@ -92,14 +94,14 @@ mod imp {
         check_size(o.struct_size, "ibex_dicom_options")?;
         let window = if o.use_window != 0 {
             WindowChoice::Given(WindowLevel { center: o.window_center, width: o.window_width })
-        } else if o.window_index >= 0 {
+        } else if o.window_index > 0 {
             WindowChoice::FileIndex(o.window_index as usize)
-        } else if o.window_index == -1 {
+        } else if o.window_index == 0 || o.window_index == -1 {
             WindowChoice::File
         } else {
             return Err(FfiError(
                 IBEX_ERR_INVALID_ARGUMENT,
-                format!("window_index {} (a window's index, or -1 for the file's first)", o.window_index),
+                format!("window_index {} (a window's index; 0 or -1 for the file's first)", o.window_index),
             ));
         };
         Ok(DicomOptions {

@@ -129,7 +129,7 @@ int main(int argc, char **argv) {
 
   run("M2IB: progress, tokens, similarity, overlay", [&] {
     ibex::options o;
-    o.set("steps", 3);
+    o.set("steps", 3u);  // any integer type
     ibex::explainer ex(clip, "m2ib", &o);
     std::vector<std::pair<uint32_t, uint32_t>> seen;
     auto r = ex.explain(ibex::image::load(items()), ibex::target::of_texts({"a sandal", "a bag"}),

@@ -213,9 +213,11 @@ class _Handle:
         return self._h
 
     def close(self) -> None:
-        if self._h is not None and self._h.value:
-            getattr(_lib, self._free)(self._h)
-        self._h = None
+        # Swap the handle out before freeing it: two threads closing the same object cannot
+        # both free it (the swap is one bytecode step under the GIL).
+        h, self._h = getattr(self, "_h", None), None
+        if h is not None and h.value:
+            getattr(_lib, self._free)(h)
 
     def __enter__(self):
         return self
@@ -287,10 +289,10 @@ class Image(_Handle):
 
     @classmethod
     def dicom(cls, source: Union[str, os.PathLike, bytes], frame: int = 0,
-              window: Optional[Tuple[float, float]] = None, window_index: int = -1, max_samples: int = 0) -> "Image":
+              window: Optional[Tuple[float, float]] = None, window_index: int = 0, max_samples: int = 0) -> "Image":
         """One frame of a DICOM file (a path, or the file's bytes): ``window=(center, width)`` in
-        rescaled units, or the file's window ``window_index`` (-1: its first, else the frame's
-        full range); ``max_samples`` caps rows × columns × frames × samples (0: the default)."""
+        rescaled units, or the file's window ``window_index`` (0: its first, or the frame's
+        full range when it has none); ``max_samples`` caps rows × columns × frames × samples (0: the default)."""
         o = _DicomOptions(struct_size=ctypes.sizeof(_DicomOptions), frame=frame, window_index=window_index,
                           use_window=1 if window else 0, window_center=window[0] if window else 0.0,
                           window_width=window[1] if window else 0.0, max_samples=max_samples)
