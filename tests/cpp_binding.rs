@@ -94,45 +94,31 @@ fn installed_library_works_with_cmake_and_pkg_config() {
     let out = run_ok(Command::new(build.join("explain_cat")).arg(&model).arg(&cat).arg(&png), "explain_cat (CMake)");
     assert!(out.contains("saliency (bits_per_pixel) 224x224"), "{out}");
     assert_eq!(image::open(&png).unwrap().width(), 224);
-    // pkg-config.
-    let flags = run_ok(
-        Command::new("pkg-config")
-            .args(["--cflags", "--libs", "ibex"])
-            .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig")),
-        "pkg-config",
-    );
-    let bin = tmp.path().join("explain_cat_pc");
-    run_ok(
-        Command::new("g++")
-            .args(WARNINGS)
-            .arg("-o")
-            .arg(&bin)
-            .arg(root().join("bindings/cpp/example/explain_cat.cpp"))
-            .args(flags.split_whitespace()),
-        "g++ with pkg-config flags",
-    );
-    let out =
-        run_ok(Command::new(&bin).arg(&model).arg(&cat).arg(tmp.path().join("pc.png")), "explain_cat (pkg-config)");
-    assert!(out.contains("224x224"), "{out}");
-    // Statically linked through ibex-static.pc: no libibex.so needed at run time.
-    let flags = run_ok(
-        Command::new("pkg-config")
-            .args(["--cflags", "--libs", "ibex-static"])
-            .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig")),
-        "pkg-config ibex-static",
-    );
-    let bin = tmp.path().join("explain_cat_static");
-    run_ok(
-        Command::new("g++")
-            .args(WARNINGS)
-            .arg("-o")
-            .arg(&bin)
-            .arg(root().join("bindings/cpp/example/explain_cat.cpp"))
-            .args(flags.split_whitespace()),
-        "g++ with ibex-static flags",
-    );
-    let ldd = run_ok(Command::new("ldd").arg(&bin), "ldd");
-    assert!(!ldd.contains("libibex"), "{ldd}");
-    let out = run_ok(Command::new(&bin).arg(&model).arg(&cat).arg(tmp.path().join("st.png")), "explain_cat (static)");
-    assert!(out.contains("224x224"), "{out}");
+    // pkg-config: ibex.pc links libibex.so; ibex-static.pc links libibex.a, so the program
+    // needs no libibex at run time.
+    for (pc, shared) in [("ibex", true), ("ibex-static", false)] {
+        let flags = run_ok(
+            Command::new("pkg-config")
+                .args(["--cflags", "--libs", pc])
+                .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig")),
+            &format!("pkg-config {pc}"),
+        );
+        let bin = tmp.path().join(format!("explain_cat_{pc}"));
+        run_ok(
+            Command::new("g++")
+                .args(WARNINGS)
+                .arg("-o")
+                .arg(&bin)
+                .arg(root().join("bindings/cpp/example/explain_cat.cpp"))
+                .args(flags.split_whitespace()),
+            &format!("g++ with {pc} flags"),
+        );
+        let ldd = run_ok(Command::new("ldd").arg(&bin), "ldd");
+        assert_eq!(ldd.contains("libibex"), shared, "{pc}: {ldd}");
+        let out = run_ok(
+            Command::new(&bin).arg(&model).arg(&cat).arg(tmp.path().join(format!("{pc}.png"))),
+            &format!("explain_cat ({pc})"),
+        );
+        assert!(out.contains("224x224"), "{out}");
+    }
 }
