@@ -70,6 +70,34 @@ fn train_cnn(images: &[Tensor], labels: &[u32]) -> Network {
     let c1 = candle_nn::conv2d(3, 16, 3, cfg, vb.pp("c1")).unwrap();
     let c2 = candle_nn::conv2d(16, 32, 3, cfg, vb.pp("c2")).unwrap();
     let fc = candle_nn::linear(32, 2, vb.pp("fc")).unwrap();
+    // candle's initialisers draw from an unseeded generator: re-draw every parameter from a
+    // seeded one (the same uniform ±1/√fan_in), so the CNN, and the test, is the same each run.
+    {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let vars = varmap.data().lock().unwrap();
+        let mut names: Vec<&String> = vars.keys().collect();
+        names.sort();
+        for name in names {
+            let var = &vars[name];
+            let dims = var.dims().to_vec();
+            let fan_in: usize = match dims.len() {
+                4 => dims[1] * dims[2] * dims[3],
+                2 => dims[1],
+                _ => {
+                    if name.starts_with("fc") {
+                        32
+                    } else if name.starts_with("c1") {
+                        27
+                    } else {
+                        144
+                    }
+                }
+            };
+            let bound = 1.0 / (fan_in as f32).sqrt();
+            let v: Vec<f32> = (0..var.elem_count()).map(|_| rng.random_range(-bound..bound)).collect();
+            var.set(&Tensor::from_vec(v, dims, &dev).unwrap()).unwrap();
+        }
+    }
     let forward = |x: &Tensor| {
         let h = c2.forward(&c1.forward(x).unwrap().relu().unwrap()).unwrap().relu().unwrap();
         fc.forward(&h.mean((2, 3)).unwrap()).unwrap()
