@@ -38,7 +38,13 @@ fn pytorch_checkpoint_matches_hf_forward() {
     for f in ["config.json", "pytorch_model.bin"] {
         std::fs::copy(dir.join(f), tmp.path().join(f)).unwrap();
     }
-    std::fs::copy(fmnist_model().join("tokenizer.json"), tmp.path().join("tokenizer.json")).unwrap();
+    // a word-level tokenizer for the model's 1000 ids (CLIP's own has 49408: rejected)
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        (0..1000).map(|i| (format!("w{i}"), serde_json::json!(i))).collect();
+    let tok = serde_json::json!({"version": "1.0", "added_tokens": [], "normalizer": null,
+        "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "w0"}});
+    std::fs::write(tmp.path().join("tokenizer.json"), tok.to_string()).unwrap();
     let model = ibex::models::Model::load(Some("clip"), tmp.path(), &Device::Cpu).unwrap();
     let ibex::models::Model::Clip(b) = model else { panic!("expected a CLIP model") };
     assert_eq!(

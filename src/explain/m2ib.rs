@@ -263,7 +263,7 @@ impl M2ib {
         counter.control.check()?;
         let vemb = model.embed_image(pixels)?;
         let hv = model.vision.forward_until(&vemb, lv)?;
-        let image_embed = model.vision.forward_from(lv, &hv, 0)?;
+        let image_embed = model.vision.forward_from(lv, &hv, model.vision_pool_index())?;
         let image_unit = unit(&image_embed)?;
         let hv = hv.squeeze(0)?;
         let mut out = Vec::with_capacity(captions.len());
@@ -279,7 +279,12 @@ impl M2ib {
                     }
                 })
             };
-            let vobj = CosineToTarget { tower: &model.vision, layer: lv, pool: 0, target: cap.embed.clone() };
+            let vobj = CosineToTarget {
+                tower: &model.vision,
+                layer: lv,
+                pool: model.vision_pool_index(),
+                target: cap.embed.clone(),
+            };
             let v = bottleneck::optimise(
                 &hv,
                 settings,
@@ -355,7 +360,8 @@ impl M2ib {
             let mut out = Vec::with_capacity(raw.len());
             for ((r, tok), caption) in raw.into_iter().zip(&tokens).zip(captions) {
                 let vtok = r.vision_capacity.sum(D::Minus1)?.to_vec1::<f32>()?;
-                let image_capacity = Heatmap::new(grid, grid, vtok[1..].to_vec())?;
+                // patch tokens only (CLIP-style towers put a CLS token first, SigLIP's has none)
+                let image_capacity = Heatmap::new(grid, grid, vtok[model.vision_prefix_tokens()..].to_vec())?;
                 let image_map = image_capacity.upsample_bilinear(pre.width, pre.height).normalized()?;
                 let text_capacity = r.text_capacity.sum(D::Minus1)?.to_vec1::<f32>()?;
                 let text_scores =

@@ -54,6 +54,9 @@ pub struct ClipPreprocessor {
     pub std: [f32; 3],
     /// The resize filter (`resample`: 3 bicubic, 2 bilinear).
     pub resample: Filter,
+    /// A fixed `(width, height)` resize that ignores the aspect ratio (`size: {"height",
+    /// "width"}`, SigLIP's processor) instead of the shortest-edge resize.
+    pub resize_to: Option<(u32, u32)>,
 }
 
 /// The model input made from one image.
@@ -90,21 +93,48 @@ impl ClipPreprocessor {
             mean: CLIP_MEAN,
             std: CLIP_STD,
             resample: Filter::Bicubic,
+            resize_to: None,
         }
     }
 
-    /// Reads a Hugging Face `preprocessor_config.json` for a `CLIPImageProcessor`.
+    /// A fixed `size × size` resize without crop (SigLIP's `SiglipImageProcessor`: bicubic,
+    /// rescale by 1/255, mean and std 0.5).
+    pub fn fixed(size: u32, mean: [f32; 3], std: [f32; 3], resample: Filter) -> Self {
+        ClipPreprocessor {
+            do_center_crop: false,
+            resize_to: Some((size, size)),
+            mean,
+            std,
+            resample,
+            ..Self::for_image_size(size)
+        }
+    }
+
+    /// The size `(width, height)` of the model input this preprocessor makes, when it does not
+    /// depend on the image (a crop or a fixed resize).
+    pub fn output_size(&self) -> Option<(u32, u32)> {
+        if self.do_center_crop {
+            Some((self.crop_width, self.crop_height))
+        } else if self.do_resize {
+            self.resize_to
+        } else {
+            None
+        }
+    }
+
+    /// Reads a Hugging Face `preprocessor_config.json` for a `CLIPImageProcessor` (or a
+    /// `SiglipImageProcessor`, whose `size` is a fixed `{"height", "width"}`).
     ///
     /// Understood keys (missing ones take `CLIPImageProcessor`'s defaults, those of
-    /// [`ClipPreprocessor::for_image_size`]`(224)`): `size` (`{"shortest_edge": n}` or `n`),
+    /// [`ClipPreprocessor::for_image_size`]`(224)`): `size` (`{"shortest_edge": n}`, `n`, or
+    /// `{"height": h, "width": w}` for a resize that ignores the aspect ratio),
     /// `crop_size` (`{"height": h, "width": w}` or `n`), `do_resize`, `do_center_crop`,
     /// `do_rescale`, `rescale_factor`, `do_normalize`, `image_mean`, `image_std` (three numbers
     /// or one for all channels) and `resample` (only 3, bicubic). Other keys are ignored.
     ///
     /// # Errors
     /// [`Error::Io`] if the file cannot be read; [`Error::Format`] naming the file if it is not
-    /// JSON, a value has the wrong type or range, `size` is `{"height", "width"}` (a fixed
-    /// resize CLIP does not use), or `resample` is not bicubic.
+    /// JSON, a value has the wrong type or range, or `resample` is not bicubic or bilinear.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let json: Value =
@@ -150,11 +180,12 @@ impl ClipPreprocessor {
             Some(Value::Object(size)) => match size.get("shortest_edge") {
                 Some(n) => pp.shortest_edge = positive("size.shortest_edge", n)?,
                 None if size.contains_key("height") || size.contains_key("width") => {
-                    return Err(format!(
-                        "\"size\" {} asks for a fixed height x width resize; only \
-                         {{\"shortest_edge\": n}} (CLIP's aspect-preserving resize) is supported",
-                        Value::Object(size.clone())
-                    ))
+                    let get = |k: &str| {
+                        size.get(k)
+                            .ok_or_else(|| format!("\"size\" has no \"{k}\""))
+                            .and_then(|v| positive(&format!("size.{k}"), v))
+                    };
+                    pp.resize_to = Some((get("width")?, get("height")?));
                 }
                 None => return Err(format!("\"size\" {} has no \"shortest_edge\"", Value::Object(size.clone()))),
             },
@@ -180,8 +211,11 @@ impl ClipPreprocessor {
         if let Some(b) = flag("do_resize")? {
             pp.do_resize = b;
         }
-        if let Some(b) = flag("do_center_crop")? {
-            pp.do_center_crop = b;
+        match flag("do_center_crop")? {
+            Some(b) => pp.do_center_crop = b,
+            // a fixed-size resize (SigLIP) has no crop unless the file asks for one
+            None if pp.resize_to.is_some() => pp.do_center_crop = false,
+            None => {}
         }
         if let Some(b) = flag("do_rescale")? {
             pp.do_rescale = b;
@@ -231,6 +265,9 @@ impl ClipPreprocessor {
     pub fn resized_size(&self, width: u32, height: u32) -> (u32, u32) {
         if !self.do_resize || width == 0 || height == 0 {
             return (width, height);
+        }
+        if let Some(size) = self.resize_to {
+            return size;
         }
         let (short, long) = if width <= height { (width, height) } else { (height, width) };
         let new_short = self.shortest_edge;
@@ -428,7 +465,8 @@ mod tests {
     fn rejects_bad_configs() {
         let cases = [
             (r#"{"resample": 1}"#, "lanczos"),
-            (r#"{"size": {"height": 224, "width": 224}}"#, "shortest_edge"),
+            (r#"{"size": {"height": 224}}"#, "width"),
+            (r#"{"size": {"longest_edge": 224}}"#, "shortest_edge"),
             (r#"{"size": 0}"#, "positive integer"),
             (r#"{"crop_size": {"height": 224}}"#, "width"),
             (r#"{"image_std": [1, 0, 1]}"#, "must not contain 0"),
@@ -449,6 +487,17 @@ mod tests {
         }
         let missing = std::env::temp_dir().join("ibex-no-such-config.json");
         assert!(matches!(ClipPreprocessor::from_file(&missing), Err(Error::Io { .. })));
+    }
+
+    #[test]
+    fn fixed_size_resize_has_no_crop() {
+        let p = temp_json("siglip.json", r#"{"size": {"height": 20, "width": 30}, "resample": 3}"#);
+        let pp = ClipPreprocessor::from_file(&p).unwrap();
+        assert_eq!((pp.resize_to, pp.do_center_crop, pp.output_size()), (Some((30, 20)), false, Some((30, 20))));
+        assert_eq!(pp.resized_size(640, 480), (30, 20));
+        let img = RgbImage::new(8, 4, vec![100.0; 8 * 4 * 3], false).unwrap();
+        let out = pp.preprocess(&img).unwrap();
+        assert_eq!((out.width, out.height, out.source_region), (30, 20, [0.0, 0.0, 8.0, 4.0]));
     }
 
     #[test]

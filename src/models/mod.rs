@@ -25,18 +25,27 @@ pub enum Model {
 }
 
 impl Model {
-    /// Loads a model directory. `kind` is `"clip"`, `"efficientnet_lite"`, or `None`/`"auto"`
-    /// to detect it from `config.json` (or, for classifiers, the tensor names).
+    /// Loads a model directory. `kind` is `"clip"` (any dual encoder: HF CLIP, open_clip,
+    /// SigLIP, BiomedCLIP), one family (`"open_clip"`, `"siglip"`, `"biomedclip"`),
+    /// `"efficientnet_lite"`, … or `None`/`"auto"` to detect it from `config.json` /
+    /// `open_clip_config.json` (or, for classifiers, the tensor names).
     pub fn load(kind: Option<&str>, dir: &Path, device: &Device) -> Result<Model> {
         let kind = match kind.map(str::trim) {
             None | Some("") | Some("auto") => detect_kind(dir)?,
             Some(k) => k.to_ascii_lowercase(),
         };
         match kind.as_str() {
-            "clip" => {
+            "clip" | "open_clip" | "siglip" | "biomedclip" => {
                 let b = clip::ClipBundle::load(dir, device)?;
+                let family = b.model.config.family.kind();
+                if kind != "clip" && kind != family {
+                    return Err(Error::invalid(format!(
+                        "{} holds a {family} model, not {kind} (kind \"clip\" or \"auto\" loads any dual encoder)",
+                        dir.display()
+                    )));
+                }
                 log::info!(
-                    "loaded CLIP model {} ({} vision / {} text layers, {}x{} patch grid) on {}",
+                    "loaded {family} model {} ({} vision / {} text layers, {}x{} patch grid) on {}",
                     dir.display(),
                     b.model.vision.depth(),
                     b.model.text.depth(),
@@ -77,10 +86,10 @@ impl Model {
         }
     }
 
-    /// The model kind as a string (`"clip"`).
+    /// The model kind as a string (`"clip"`, `"open_clip"`, `"siglip"`, `"biomedclip"`, …).
     pub fn kind(&self) -> &'static str {
         match self {
-            Model::Clip(_) => "clip",
+            Model::Clip(b) => b.model.config.family.kind(),
             Model::Classifier(b) => b.architecture.kind(),
             Model::PipNet(_) => "pipnet",
         }
@@ -88,9 +97,12 @@ impl Model {
 }
 
 /// The model kinds `Model::load` accepts.
-pub const KINDS: &str = "clip, efficientnet_lite, resnet, convnext, pipnet, auto";
+pub const KINDS: &str = "clip, open_clip, siglip, biomedclip, efficientnet_lite, resnet, convnext, pipnet, auto";
 
 fn detect_kind(dir: &Path) -> Result<String> {
+    if dir.join("open_clip_config.json").is_file() {
+        return Ok("clip".into());
+    }
     let cfg = dir.join("config.json");
     if !cfg.is_file() && dir.is_dir() {
         // a bare classifier checkpoint: recognised from its tensor names
@@ -103,7 +115,7 @@ fn detect_kind(dir: &Path) -> Result<String> {
         return Ok("pipnet".into());
     }
     match v.get("model_type").and_then(|t| t.as_str()) {
-        Some("clip") => Ok("clip".into()),
+        Some("clip") | Some("siglip") => Ok("clip".into()),
         _ if cnn::Architecture::detect(&v, None).is_some() => Ok("classifier".into()),
         Some(t) => {
             Err(Error::Unsupported(format!("{}: model_type '{t}' (this version supports: {KINDS})", cfg.display())))

@@ -1,4 +1,5 @@
-//! A pre-LayerNorm transformer encoder block (CLIP / ViT) with a hand-written backward pass.
+//! Transformer encoder blocks (pre-LayerNorm as in CLIP / ViT / SigLIP, post-LayerNorm as in
+//! BERT) and SigLIP's attention-pooling head, with hand-written backward passes.
 //!
 //! Attribution methods optimise a mask on a hidden state and need `d output / d hidden state`
 //! only: never gradients of the frozen weights. candle's autograd computes weight gradients too
@@ -42,7 +43,7 @@ impl Linear {
     }
 
     /// The linear map restricted to output rows `start..start+len` (no copy).
-    fn rows(&self, start: usize, len: usize) -> Result<Linear> {
+    pub(crate) fn rows(&self, start: usize, len: usize) -> Result<Linear> {
         Ok(Linear {
             weight: self.weight.narrow(0, start, len)?,
             bias: match &self.bias {
@@ -147,18 +148,155 @@ pub enum Rows {
     One(usize),
 }
 
-/// One encoder block: `x + attn(ln1(x))`, then `+ mlp(ln2(.))`.
+/// Where a block's LayerNorms sit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NormPlacement {
+    /// `x + attn(ln1(x))`, then `+ mlp(ln2(.))` (CLIP, ViT, SigLIP).
+    Pre,
+    /// `ln1(x + attn(x))`, then `ln2(. + mlp(.))` (BERT).
+    Post,
+}
+
+/// Multi-head attention with fused q/k/v projections (`qkv.weight` is `[3D, D]`).
+#[derive(Clone, Debug)]
+pub struct Attention {
+    pub qkv: Linear,
+    pub out_proj: Linear,
+    pub heads: usize,
+}
+
+/// What [`Attention`]'s backward pass needs.
+pub struct AttentionTape {
+    q: Tensor, // scaled, [B, H, Tq, d]
+    k: Tensor, // [B, H, Tk, d]
+    v: Tensor,
+    p: Tensor, // [B, H, Tq, Tk]
+}
+
+impl Attention {
+    /// From separate q, k, v projections (all with biases or all without).
+    pub fn from_parts(q: Linear, k: Linear, v: Linear, out_proj: Linear, heads: usize) -> Result<Self> {
+        let bias = match (&q.bias, &k.bias, &v.bias) {
+            (Some(a), Some(b), Some(c)) => Some(Tensor::cat(&[a, b, c], 0)?),
+            (None, None, None) => None,
+            _ => return Err(crate::error::Error::invalid("q, k and v projections disagree on having a bias")),
+        };
+        let qkv = Linear { weight: Tensor::cat(&[&q.weight, &k.weight, &v.weight], 0)?, bias };
+        Attention::new(qkv, out_proj, heads)
+    }
+
+    /// From a fused `[3D, D]` projection (open_clip's `in_proj_weight`, timm's `qkv`).
+    pub fn new(qkv: Linear, out_proj: Linear, heads: usize) -> Result<Self> {
+        let d = out_proj.weight.dim(0)?;
+        if heads == 0 || d % heads != 0 || qkv.weight.dims() != [3 * d, d] {
+            return Err(crate::error::Error::invalid(format!(
+                "attention of width {d} with {heads} heads and a q/k/v projection of shape {:?}",
+                qkv.weight.dims()
+            )));
+        }
+        Ok(Attention { qkv, out_proj, heads })
+    }
+
+    fn dim(&self) -> usize {
+        self.out_proj.weight.dim(0).unwrap_or(0)
+    }
+
+    /// Self-attention of `a [B·T, D]` over all its tokens; output `[B·T, D]`.
+    fn forward_all(&self, a: &Tensor, b: usize, t: usize, causal: bool) -> Result<(Tensor, AttentionTape)> {
+        let (h, d) = (self.heads, self.dim());
+        let qkv = self.qkv.forward(a)?.reshape((b, t, 3, h, d / h))?.permute((2, 0, 3, 1, 4))?;
+        let q = (qkv.get(0)?.contiguous()? * self.scale())?;
+        self.attend(q, qkv.get(1)?.contiguous()?, qkv.get(2)?.contiguous()?, causal)
+    }
+
+    /// Queries from `aq [B·Tq, D]`, keys and values from `akv [B·Tk, D]` (no mask); output
+    /// `[B·Tq, D]`.
+    fn forward_split(&self, aq: &Tensor, akv: &Tensor, b: usize) -> Result<(Tensor, AttentionTape)> {
+        let (h, d) = (self.heads, self.dim());
+        let (tq, tk) = (aq.dim(0)? / b, akv.dim(0)? / b);
+        let kv = self.qkv.rows(d, 2 * d)?.forward(akv)?.reshape((b, tk, 2, h, d / h))?.permute((2, 0, 3, 1, 4))?;
+        let q = self.qkv.rows(0, d)?.forward(aq)?.reshape((b, tq, h, d / h))?.transpose(1, 2)?.contiguous()?;
+        self.attend((q * self.scale())?, kv.get(0)?.contiguous()?, kv.get(1)?.contiguous()?, false)
+    }
+
+    fn scale(&self) -> f64 {
+        1.0 / ((self.dim() / self.heads) as f64).sqrt()
+    }
+
+    fn attend(&self, q: Tensor, k: Tensor, v: Tensor, causal: bool) -> Result<(Tensor, AttentionTape)> {
+        let (b, _, tq, _) = q.dims4()?;
+        let mut s = q.matmul(&k.t()?)?;
+        if causal {
+            s = s.broadcast_add(&causal_mask(tq, q.device())?.to_dtype(s.dtype())?)?;
+        }
+        let p = candle_nn::ops::softmax_last_dim(&s)?;
+        let o = p.matmul(&v)?.transpose(1, 2)?.reshape((b * tq, self.dim()))?;
+        Ok((self.out_proj.forward(&o)?, AttentionTape { q, k, v, p }))
+    }
+
+    /// Gradients of the (unscaled) q, k, v heads from the output gradient `dy [B·Tq, D]`.
+    fn backward_heads(&self, tape: &AttentionTape, dy: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let (b, h, tq, _) = tape.p.dims4()?;
+        let hd = self.dim() / h;
+        let dout = self.out_proj.backward_input(dy)?.reshape((b, tq, h, hd))?.transpose(1, 2)?.contiguous()?;
+        let dp = dout.matmul(&tape.v.t()?)?;
+        let dv = tape.p.t()?.matmul(&dout)?;
+        let ds = (&tape.p * dp.broadcast_sub(&(&dp * &tape.p)?.sum_keepdim(D::Minus1)?)?)?;
+        let dq = (ds.matmul(&tape.k)? * self.scale())?;
+        let dk = ds.t()?.matmul(&tape.q)?;
+        Ok((dq, dk, dv))
+    }
+
+    /// Backward of [`Attention::forward_all`]: `dy [B·T, D]` → `da [B·T, D]`.
+    fn backward_all(&self, tape: &AttentionTape, dy: &Tensor) -> Result<Tensor> {
+        let (b, _, t, _) = tape.p.dims4()?;
+        let (dq, dk, dv) = self.backward_heads(tape, dy)?;
+        let dqkv = Tensor::stack(&[dq, dk, dv], 0)?.permute((1, 3, 0, 2, 4))?.reshape((b * t, 3 * self.dim()))?;
+        self.qkv.backward_input(&dqkv)
+    }
+
+    /// Backward of [`Attention::forward_split`]: `dy [B·Tq, D]` → (`daq [B·Tq, D]`, `dakv [B·Tk, D]`).
+    fn backward_split(&self, tape: &AttentionTape, dy: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (b, _, tq, tk) = tape.p.dims4()?;
+        let d = self.dim();
+        let (dq, dk, dv) = self.backward_heads(tape, dy)?;
+        let dkv = Tensor::stack(&[dk, dv], 0)?.permute((1, 3, 0, 2, 4))?.reshape((b * tk, 2 * d))?;
+        let dakv = self.qkv.rows(d, 2 * d)?.backward_input(&dkv)?;
+        let daq = self.qkv.rows(0, d)?.backward_input(&dq.transpose(1, 2)?.reshape((b * tq, d))?)?;
+        Ok((daq, dakv))
+    }
+}
+
+/// A two-layer MLP `fc2(act(fc1(x)))`.
+#[derive(Clone, Debug)]
+pub struct Mlp {
+    pub fc1: Linear,
+    pub fc2: Linear,
+    pub activation: Activation,
+}
+
+impl Mlp {
+    /// Output and the pre-activation (the tape).
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let f = self.fc1.forward(x)?;
+        Ok((self.fc2.forward(&act_forward(self.activation, &f)?)?, f))
+    }
+
+    pub(crate) fn backward(&self, f: &Tensor, dy: &Tensor) -> Result<Tensor> {
+        let df = (self.fc2.backward_input(dy)? * act_derivative(self.activation, f)?)?;
+        self.fc1.backward_input(&df)
+    }
+}
+
+/// One encoder block: attention and MLP, each with a residual and a LayerNorm placed as
+/// [`NormPlacement`] says.
 #[derive(Clone, Debug)]
 pub struct Block {
     pub ln1: LayerNorm,
-    /// q, k, v stacked: weight `[3D, D]`.
-    pub qkv: Linear,
-    pub out_proj: Linear,
+    pub attn: Attention,
     pub ln2: LayerNorm,
-    pub fc1: Linear,
-    pub fc2: Linear,
-    pub heads: usize,
-    pub activation: Activation,
+    pub mlp: Mlp,
+    pub norm: NormPlacement,
 }
 
 /// Activations kept by [`Block::forward_tape`].
@@ -166,41 +304,33 @@ pub struct BlockTape {
     rows: Rows,
     tokens: usize,
     ln1: LayerNormTape,
-    q: Tensor, // scaled, [B, H, Tq, d]
-    k: Tensor, // [B, H, Tk, d]
-    v: Tensor,
-    p: Tensor, // [B, H, Tq, Tk]
+    attn: AttentionTape,
     ln2: LayerNormTape,
     f: Tensor, // MLP pre-activation
 }
 
 impl Block {
+    /// A block with HF `CLIPEncoderLayer` tensor names under `prefix`.
     pub fn load(w: &Weights, prefix: &str, c: &TowerConfig) -> Result<Self> {
         let d = c.hidden_size;
-        let q = Linear::load(w, &format!("{prefix}.self_attn.q_proj"), d, d, true)?;
-        let k = Linear::load(w, &format!("{prefix}.self_attn.k_proj"), d, d, true)?;
-        let v = Linear::load(w, &format!("{prefix}.self_attn.v_proj"), d, d, true)?;
-        let qkv = Linear {
-            weight: Tensor::cat(&[&q.weight, &k.weight, &v.weight], 0)?,
-            bias: Some(Tensor::cat(
-                &[q.bias.as_ref().unwrap(), k.bias.as_ref().unwrap(), v.bias.as_ref().unwrap()],
-                0,
-            )?),
-        };
+        let lin = |name: &str, i: usize, o: usize| Linear::load(w, &format!("{prefix}.{name}"), i, o, true);
         Ok(Block {
             ln1: LayerNorm::load(w, &format!("{prefix}.layer_norm1"), d, c.layer_norm_eps)?,
-            qkv,
-            out_proj: Linear::load(w, &format!("{prefix}.self_attn.out_proj"), d, d, true)?,
+            attn: Attention::from_parts(
+                lin("self_attn.q_proj", d, d)?,
+                lin("self_attn.k_proj", d, d)?,
+                lin("self_attn.v_proj", d, d)?,
+                lin("self_attn.out_proj", d, d)?,
+                c.num_attention_heads,
+            )?,
             ln2: LayerNorm::load(w, &format!("{prefix}.layer_norm2"), d, c.layer_norm_eps)?,
-            fc1: Linear::load(w, &format!("{prefix}.mlp.fc1"), d, c.intermediate_size, true)?,
-            fc2: Linear::load(w, &format!("{prefix}.mlp.fc2"), c.intermediate_size, d, true)?,
-            heads: c.num_attention_heads,
-            activation: c.activation,
+            mlp: Mlp {
+                fc1: lin("mlp.fc1", d, c.intermediate_size)?,
+                fc2: lin("mlp.fc2", c.intermediate_size, d)?,
+                activation: c.activation,
+            },
+            norm: NormPlacement::Pre,
         })
-    }
-
-    fn dim(&self) -> usize {
-        self.out_proj.weight.dim(0).unwrap_or(0)
     }
 
     /// Plain forward: `x [B, T, D]` → `[B, T, D]`.
@@ -212,67 +342,47 @@ impl Block {
     /// `[B, D]` (only that token).
     pub fn forward_tape(&self, x: &Tensor, causal: bool, rows: Rows) -> Result<(Tensor, BlockTape)> {
         let (y, tape) = self.forward_impl(x, causal, rows, true)?;
-        Ok((y, tape.expect("keep = true records both LayerNorm tapes")))
+        Ok((y, tape.expect("keep = true records a tape")))
     }
 
     fn forward_impl(&self, x: &Tensor, causal: bool, rows: Rows, keep: bool) -> Result<(Tensor, Option<BlockTape>)> {
         let (b, t, d) = x.dims3()?;
-        let h = self.heads;
-        let hd = d / h;
-        let scale = 1.0 / (hd as f64).sqrt();
         let x2 = x.reshape((b * t, d))?;
-        let (a, ln1_tape) = if keep {
-            let (a, tp) = self.ln1.forward_tape(&x2)?;
-            (a, Some(tp))
-        } else {
-            (self.ln1.forward(&x2)?, None)
-        };
-        // Queries for the requested rows, keys/values for the tokens they may attend to.
-        let (q, k, v) = match rows {
+        let pre = self.norm == NormPlacement::Pre;
+        // the attention input: normalised first (pre-norm) or the block input itself
+        let (a, ln1_pre) = if pre { norm(&self.ln1, &x2, keep)? } else { (x2.clone(), None) };
+        let (attn, attn_tape, resid) = match rows {
             Rows::All => {
-                let qkv = self.qkv.forward(&a)?.reshape((b, t, 3, h, hd))?.permute((2, 0, 3, 1, 4))?;
-                let q = (qkv.get(0)?.contiguous()? * scale)?;
-                (q, qkv.get(1)?.contiguous()?, qkv.get(2)?.contiguous()?)
+                let (o, tp) = self.attn.forward_all(&a, b, t, causal)?;
+                (o, tp, x2)
             }
             Rows::One(tok) => {
+                // the pooled token attends to the tokens it may see
                 let tk = if causal { tok + 1 } else { t };
                 let a3 = a.reshape((b, t, d))?;
                 let akv = a3.narrow(1, 0, tk)?.reshape((b * tk, d))?;
-                let kv =
-                    self.qkv.rows(d, 2 * d)?.forward(&akv)?.reshape((b, tk, 2, h, hd))?.permute((2, 0, 3, 1, 4))?;
                 let aq = a3.narrow(1, tok, 1)?.reshape((b, d))?;
-                let q = self.qkv.rows(0, d)?.forward(&aq)?.reshape((b, h, 1, hd))?;
-                ((q * scale)?, kv.get(0)?.contiguous()?, kv.get(1)?.contiguous()?)
+                let (o, tp) = self.attn.forward_split(&aq, &akv, b)?;
+                (o, tp, x.narrow(1, tok, 1)?.reshape((b, d))?)
             }
         };
-        let tq = q.dim(2)?;
-        let mut s = q.matmul(&k.t()?)?;
-        if causal && rows == Rows::All {
-            s = s.broadcast_add(&causal_mask(t, x.device())?.to_dtype(s.dtype())?)?;
-        }
-        let p = candle_nn::ops::softmax_last_dim(&s)?;
-        let o = p.matmul(&v)?.transpose(1, 2)?.reshape((b * tq, d))?;
-        let attn = self.out_proj.forward(&o)?;
-        let resid = match rows {
-            Rows::All => x2,
-            Rows::One(tok) => x.narrow(1, tok, 1)?.reshape((b, d))?,
-        };
-        let x1 = (resid + attn)?;
-        let (bn, ln2_tape) = if keep {
-            let (y, tp) = self.ln2.forward_tape(&x1)?;
-            (y, Some(tp))
+        let s1 = (resid + attn)?;
+        let (x1, ln1) = if pre { (s1, ln1_pre) } else { norm(&self.ln1, &s1, keep)? };
+        let (y, ln2, f) = if pre {
+            let (bn, ln2) = norm(&self.ln2, &x1, keep)?;
+            let (m, f) = self.mlp.forward(&bn)?;
+            ((x1 + m)?, ln2, f)
         } else {
-            (self.ln2.forward(&x1)?, None)
+            let (m, f) = self.mlp.forward(&x1)?;
+            let (y, ln2) = norm(&self.ln2, &(x1 + m)?, keep)?;
+            (y, ln2, f)
         };
-        let f = self.fc1.forward(&bn)?;
-        let g = act_forward(self.activation, &f)?;
-        let y = (x1 + self.fc2.forward(&g)?)?;
         let y = match rows {
             Rows::All => y.reshape((b, t, d))?,
             Rows::One(_) => y,
         };
-        let tape = match (ln1_tape, ln2_tape) {
-            (Some(ln1), Some(ln2)) => Some(BlockTape { rows, tokens: t, ln1, q, k, v, p, ln2, f }),
+        let tape = match (ln1, ln2) {
+            (Some(ln1), Some(ln2)) => Some(BlockTape { rows, tokens: t, ln1, attn: attn_tape, ln2, f }),
             _ => None,
         };
         Ok((y, tape))
@@ -280,45 +390,71 @@ impl Block {
 
     /// Vector-Jacobian product: given `dy` (shape of the output), returns `dx [B, T, D]`.
     pub fn backward(&self, tape: &BlockTape, dy: &Tensor) -> Result<Tensor> {
-        let d = self.dim();
-        let h = self.heads;
-        let hd = d / h;
+        let d = self.attn.dim();
         let t = tape.tokens;
-        let (b, tq, tk) = (tape.p.dim(0)?, tape.p.dim(2)?, tape.p.dim(3)?);
-        let scale = 1.0 / (hd as f64).sqrt();
+        let (b, _, tq, tk) = tape.attn.p.dims4()?;
         let dy2 = dy.reshape((b * tq, d))?;
-        // MLP branch
-        let dg = self.fc2.backward_input(&dy2)?;
-        let df = (dg * act_derivative(self.activation, &tape.f)?)?;
-        let dbn = self.fc1.backward_input(&df)?;
-        let dx1 = (dy2 + self.ln2.backward(&tape.ln2, &dbn)?)?;
-        // attention branch
-        let dout = self.out_proj.backward_input(&dx1)?; // [B*Tq, D]
-        let dout = dout.reshape((b, tq, h, hd))?.transpose(1, 2)?.contiguous()?; // [B,H,Tq,d]
-        let dp = dout.matmul(&tape.v.t()?)?;
-        let dv = tape.p.t()?.matmul(&dout)?;
-        let ds = (&tape.p * dp.broadcast_sub(&(&dp * &tape.p)?.sum_keepdim(D::Minus1)?)?)?;
-        let dq = (ds.matmul(&tape.k)? * scale)?; // d wrt unscaled q
-        let dk = ds.t()?.matmul(&tape.q)?;
+        let pre = self.norm == NormPlacement::Pre;
+        // d(attention sum s1 = resid + attn)
+        let ds1 = if pre {
+            (&dy2 + self.ln2.backward(&tape.ln2, &self.mlp.backward(&tape.f, &dy2)?)?)?
+        } else {
+            let ds2 = self.ln2.backward(&tape.ln2, &dy2)?;
+            let dx1 = (&ds2 + self.mlp.backward(&tape.f, &ds2)?)?;
+            self.ln1.backward(&tape.ln1, &dx1)?
+        };
+        // gradient at the attention input `a` ([B·T, D]) and at the residual rows
         let da = match tape.rows {
-            Rows::All => {
-                let dqkv = Tensor::stack(&[dq, dk, dv], 0)?.permute((1, 3, 0, 2, 4))?.reshape((b * t, 3 * d))?;
-                self.qkv.backward_input(&dqkv)?
-            }
+            Rows::All => self.attn.backward_all(&tape.attn, &ds1)?,
             Rows::One(tok) => {
-                let dkv = Tensor::stack(&[dk, dv], 0)?.permute((1, 3, 0, 2, 4))?.reshape((b * tk, 2 * d))?;
-                let da_kv = self.qkv.rows(d, 2 * d)?.backward_input(&dkv)?.reshape((b, tk, d))?;
-                let da_q = self.qkv.rows(0, d)?.backward_input(&dq.reshape((b, d))?)?.reshape((b, 1, d))?;
-                let da = add_at_token(&da_kv, tok, &da_q)?;
+                let (daq, dakv) = self.attn.backward_split(&tape.attn, &ds1)?;
+                let da = add_at_token(&dakv.reshape((b, tk, d))?, tok, &daq.reshape((b, 1, d))?)?;
                 let da = if tk < t { pad_tokens(&da, t)? } else { da };
                 da.reshape((b * t, d))?
             }
         };
-        let dx = self.ln1.backward(&tape.ln1, &da)?;
+        let dx = if pre { self.ln1.backward(&tape.ln1, &da)? } else { da };
         Ok(match tape.rows {
-            Rows::All => (dx + dx1)?.reshape((b, t, d))?,
-            Rows::One(tok) => add_at_token(&dx.reshape((b, t, d))?, tok, &dx1.reshape((b, 1, d))?)?,
+            Rows::All => (dx + ds1)?.reshape((b, t, d))?,
+            Rows::One(tok) => add_at_token(&dx.reshape((b, t, d))?, tok, &ds1.reshape((b, 1, d))?)?,
         })
+    }
+}
+
+/// SigLIP's attention-pooling head (`MultiheadAttentionPoolingHead`): a learned probe attends
+/// to every token, then `h + mlp(ln(h))`. Maps `[B, T, D]` to `[B, D]`.
+#[derive(Clone, Debug)]
+pub struct AttentionPool {
+    /// `[D]`.
+    pub probe: Tensor,
+    pub attn: Attention,
+    pub ln: LayerNorm,
+    pub mlp: Mlp,
+}
+
+/// Activations kept by [`AttentionPool::forward_tape`].
+pub struct AttentionPoolTape {
+    attn: AttentionTape,
+    ln: LayerNormTape,
+    f: Tensor,
+}
+
+impl AttentionPool {
+    pub fn forward_tape(&self, x: &Tensor) -> Result<(Tensor, AttentionPoolTape)> {
+        let (b, t, d) = x.dims3()?;
+        let probe = self.probe.reshape((1, d))?.broadcast_as((b, d))?.contiguous()?;
+        let (h, attn) = self.attn.forward_split(&probe, &x.reshape((b * t, d))?, b)?;
+        let (n, ln) = self.ln.forward_tape(&h)?;
+        let (m, f) = self.mlp.forward(&n)?;
+        Ok(((h + m)?, AttentionPoolTape { attn, ln, f }))
+    }
+
+    /// `dy [B, D]` → `dx [B, T, D]`.
+    pub fn backward(&self, tape: &AttentionPoolTape, dy: &Tensor) -> Result<Tensor> {
+        let dh = (dy + self.ln.backward(&tape.ln, &self.mlp.backward(&tape.f, dy)?)?)?;
+        let (_, dx) = self.attn.backward_split(&tape.attn, &dh)?;
+        let (b, _, _, t) = tape.attn.p.dims4()?;
+        Ok(dx.reshape((b, t, self.attn.dim()))?)
     }
 }
 
@@ -342,6 +478,16 @@ fn pad_tokens(x: &Tensor, t: usize) -> Result<Tensor> {
     let (b, tp, d) = x.dims3()?;
     let z = Tensor::zeros((b, t - tp, d), x.dtype(), x.device())?;
     Ok(Tensor::cat(&[x, &z], 1)?)
+}
+
+/// LayerNorm with a tape when `keep`, else the fused kernel.
+fn norm(ln: &LayerNorm, x: &Tensor, keep: bool) -> Result<(Tensor, Option<LayerNormTape>)> {
+    if keep {
+        let (y, tp) = ln.forward_tape(x)?;
+        Ok((y, Some(tp)))
+    } else {
+        Ok((ln.forward(x)?, None))
+    }
 }
 
 /// Additive causal mask `[T, T]`: 0 on and below the diagonal, a large negative number above.

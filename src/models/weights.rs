@@ -116,6 +116,43 @@ impl Weights {
         self.tensors.get(name).map(|t| t.dims())
     }
 
+    /// The shape of tensor `name`; an error naming the tensor (and what it was needed for)
+    /// when the checkpoint has none.
+    pub fn dims(&self, name: &str, what: &str) -> Result<Vec<usize>> {
+        self.shape(name)
+            .map(<[usize]>::to_vec)
+            .ok_or_else(|| Error::format(&self.path, format!("missing tensor '{name}' ({what})")))
+    }
+
+    /// How many numbered sub-modules `{prefix}0.`, `{prefix}1.`, … exist (counting stops at
+    /// the first missing index): the number of layers of a checkpoint.
+    pub fn count_indexed(&self, prefix: &str) -> usize {
+        let mut seen = std::collections::BTreeSet::new();
+        for n in self.tensors.keys() {
+            if let Some(rest) = n.strip_prefix(prefix) {
+                if let Some((i, _)) = rest.split_once('.') {
+                    if let Ok(i) = i.parse::<usize>() {
+                        seen.insert(i);
+                    }
+                }
+            }
+        }
+        (0..).take_while(|i| seen.contains(i)).count()
+    }
+
+    /// The first tensor name that starts with `prefix` and contains any of `parts`: a
+    /// feature of the checkpoint this version does not implement (layer scale, …).
+    pub fn find_any(&self, prefix: &str, parts: &[&str]) -> Option<&str> {
+        let mut names: Vec<&str> = self.names().filter(|n| n.starts_with(prefix)).collect();
+        names.sort_unstable();
+        names.into_iter().find(|n| parts.iter().any(|p| n.contains(p)))
+    }
+
+    /// Removes a tensor (a stale buffer such as BERT's `position_ids`).
+    pub fn remove(&mut self, name: &str) -> Option<Tensor> {
+        self.tensors.remove(name)
+    }
+
     /// The tensor names.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.tensors.keys().map(String::as_str)

@@ -1,4 +1,6 @@
-//! The Hugging Face `CLIPConfig` (`config.json`), with HF's defaults for absent fields.
+//! The shape of a dual encoder ([`ClipConfig`]), whichever family it comes from, and the
+//! Hugging Face `CLIPConfig` reader (`config.json`, with HF's defaults for absent fields). The
+//! other families' readers (`open_clip`, `siglip`) fill the same structure.
 
 use crate::error::{Error, Result};
 use serde::Deserialize;
@@ -16,7 +18,7 @@ pub enum Activation {
 }
 
 impl Activation {
-    fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         match s {
             "quick_gelu" => Some(Self::QuickGelu),
             "gelu" => Some(Self::Gelu),
@@ -24,6 +26,45 @@ impl Activation {
             _ => None,
         }
     }
+}
+
+/// The checkpoint family a dual encoder was loaded from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// Hugging Face `CLIPModel` (`config.json`, `model_type: "clip"`).
+    Clip,
+    /// open_clip with OpenAI-style towers (`open_clip_config.json`).
+    OpenClip,
+    /// Hugging Face `SiglipModel` (`model_type: "siglip"`).
+    Siglip,
+    /// open_clip with a timm ViT image tower and a Hugging Face BERT text tower (BiomedCLIP).
+    BiomedClip,
+}
+
+impl Family {
+    /// The model kind string (`Model::load`, `ibex_model_load`, `model.kind`).
+    pub fn kind(self) -> &'static str {
+        match self {
+            Family::Clip => "clip",
+            Family::OpenClip => "open_clip",
+            Family::Siglip => "siglip",
+            Family::BiomedClip => "biomedclip",
+        }
+    }
+}
+
+/// Which text token's final state becomes the text embedding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TextPool {
+    /// The first occurrence of this end-of-text id (HF CLIP with a real `eos_token_id`).
+    Eos(u32),
+    /// The largest id, the end-of-text token in CLIP's vocabulary (open_clip; HF's rule for
+    /// legacy configs with `eos_token_id == 2`).
+    Argmax,
+    /// The last position (SigLIP: after padding to the full context).
+    Last,
+    /// The first position, `[CLS]` (BERT).
+    First,
 }
 
 /// One tower (text or vision) of a CLIP model.
@@ -44,6 +85,8 @@ pub struct VisionConfig {
     pub image_size: usize,
     pub patch_size: usize,
     pub num_channels: usize,
+    /// Whether the sequence starts with a CLS token (not in SigLIP).
+    pub class_token: bool,
 }
 
 impl VisionConfig {
@@ -53,7 +96,7 @@ impl VisionConfig {
     }
     /// Tokens including CLS.
     pub fn num_tokens(&self) -> usize {
-        self.grid() * self.grid() + 1
+        self.grid() * self.grid() + self.class_token as usize
     }
 }
 
@@ -63,45 +106,52 @@ pub struct TextConfig {
     pub tower: TowerConfig,
     pub vocab_size: usize,
     pub max_position_embeddings: usize,
-    /// `eos_token_id` from the config; 2 (HF's legacy default) means "use argmax of the ids".
-    pub eos_token_id: u32,
+    /// Where the embedding is read.
+    pub pool: TextPool,
+    /// SigLIP pads every caption to `max_position_embeddings` with this id (the model was
+    /// trained that way and reads its embedding at the last position).
+    pub pad_to_context: Option<u32>,
 }
 
 /// A whole CLIP model configuration.
 #[derive(Clone, Debug)]
 pub struct ClipConfig {
+    pub family: Family,
     pub text: TextConfig,
     pub vision: VisionConfig,
     pub projection_dim: usize,
 }
 
 #[derive(Deserialize, Default)]
-struct RawTower {
-    hidden_size: Option<usize>,
-    intermediate_size: Option<usize>,
-    num_hidden_layers: Option<usize>,
-    num_attention_heads: Option<usize>,
-    layer_norm_eps: Option<f64>,
-    hidden_act: Option<String>,
-    projection_dim: Option<usize>,
+pub(crate) struct RawTower {
+    pub(crate) hidden_size: Option<usize>,
+    pub(crate) intermediate_size: Option<usize>,
+    pub(crate) num_hidden_layers: Option<usize>,
+    pub(crate) num_attention_heads: Option<usize>,
+    pub(crate) layer_norm_eps: Option<f64>,
+    pub(crate) hidden_act: Option<String>,
+    pub(crate) projection_dim: Option<usize>,
     // vision
-    image_size: Option<usize>,
-    patch_size: Option<usize>,
-    num_channels: Option<usize>,
+    pub(crate) image_size: Option<usize>,
+    pub(crate) patch_size: Option<usize>,
+    pub(crate) num_channels: Option<usize>,
     // text
-    vocab_size: Option<usize>,
-    max_position_embeddings: Option<usize>,
-    eos_token_id: Option<u32>,
+    pub(crate) vocab_size: Option<usize>,
+    pub(crate) max_position_embeddings: Option<usize>,
+    pub(crate) eos_token_id: Option<u32>,
+    pub(crate) pad_token_id: Option<u32>,
+    /// SigLIP's text head output size.
+    pub(crate) projection_size: Option<usize>,
 }
 
 #[derive(Deserialize)]
-struct RawConfig {
-    model_type: Option<String>,
-    text_config: Option<RawTower>,
-    vision_config: Option<RawTower>,
-    text_config_dict: Option<RawTower>,
-    vision_config_dict: Option<RawTower>,
-    projection_dim: Option<usize>,
+pub(crate) struct RawConfig {
+    pub(crate) model_type: Option<String>,
+    pub(crate) text_config: Option<RawTower>,
+    pub(crate) vision_config: Option<RawTower>,
+    pub(crate) text_config_dict: Option<RawTower>,
+    pub(crate) vision_config_dict: Option<RawTower>,
+    pub(crate) projection_dim: Option<usize>,
 }
 
 impl ClipConfig {
@@ -131,13 +181,19 @@ impl ClipConfig {
             tower: tower(&t, 512, 2048, 12, 8, "text")?,
             vocab_size: t.vocab_size.unwrap_or(49408),
             max_position_embeddings: t.max_position_embeddings.unwrap_or(77),
-            eos_token_id: t.eos_token_id.unwrap_or(2),
+            // HF's rule: the legacy default `eos_token_id == 2` means "the argmax of the ids"
+            pool: match t.eos_token_id.unwrap_or(2) {
+                2 => TextPool::Argmax,
+                eos => TextPool::Eos(eos),
+            },
+            pad_to_context: None,
         };
         let vision = VisionConfig {
             tower: tower(&v, 768, 3072, 12, 12, "vision")?,
             image_size: v.image_size.unwrap_or(224),
             patch_size: v.patch_size.unwrap_or(32),
             num_channels: v.num_channels.unwrap_or(3),
+            class_token: true,
         };
         if vision.patch_size == 0 || vision.image_size % vision.patch_size != 0 {
             return Err(Error::invalid(format!(
@@ -149,11 +205,18 @@ impl ClipConfig {
             return Err(Error::invalid(format!("vision num_channels {} (only 3 is supported)", vision.num_channels)));
         }
         let projection_dim = raw.projection_dim.or(t.projection_dim).unwrap_or(512);
-        Ok(ClipConfig { text, vision, projection_dim })
+        Ok(ClipConfig { family: Family::Clip, text, vision, projection_dim })
     }
 }
 
-fn tower(r: &RawTower, hidden: usize, inter: usize, layers: usize, heads: usize, name: &str) -> Result<TowerConfig> {
+pub(crate) fn tower(
+    r: &RawTower,
+    hidden: usize,
+    inter: usize,
+    layers: usize,
+    heads: usize,
+    name: &str,
+) -> Result<TowerConfig> {
     let act = r.hidden_act.as_deref().unwrap_or("quick_gelu");
     let activation = Activation::parse(act).ok_or_else(|| {
         Error::invalid(format!("{name}_config.hidden_act '{act}' is not supported (quick_gelu, gelu, gelu_new)"))

@@ -1,9 +1,11 @@
 //! A CLIP dual encoder (HF `CLIPModel` tensor names) whose towers expose taps: run the frozen
 //! prefix up to a layer once, then run (and differentiate) only the suffix.
 
-use super::config::{ClipConfig, TowerConfig};
+use super::config::{ClipConfig, TextPool, TowerConfig};
 use crate::error::{Error, Result};
-use crate::models::transformer::{Block, BlockTape, LayerNorm, Rows};
+use crate::models::transformer::{
+    AttentionPool, AttentionPoolTape, Block, BlockTape, LayerNorm, LayerNormTape, Linear, Mlp, Rows,
+};
 use crate::models::weights::Weights;
 use candle_core::{Device, Tensor};
 
@@ -23,28 +25,105 @@ impl Modality {
     }
 }
 
-/// The transformer part of a tower: blocks, final LayerNorm and projection.
+/// How a tower reduces its last hidden state to one vector.
+pub enum Pooling {
+    /// One token's state: CLS, end-of-text, last or first, as the caller says (see
+    /// [`ClipModel::text_pool_index`]).
+    Token,
+    /// SigLIP's attention-pooling head over every token.
+    Attention(AttentionPool),
+}
+
+/// The map from the pooled vector into the shared embedding space.
+pub enum Projection {
+    /// SigLIP's vision tower: the pooled vector is the embedding.
+    Identity,
+    /// A linear map (with or without bias).
+    Linear(Linear),
+    /// open_clip's `mlp` projection of a Hugging Face text tower: `fc2(gelu(fc1(x)))`.
+    Mlp(Mlp),
+}
+
+impl Projection {
+    fn forward_tape(&self, x: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
+        Ok(match self {
+            Projection::Identity => (x.clone(), None),
+            Projection::Linear(l) => (l.forward(x)?, None),
+            Projection::Mlp(m) => {
+                let (y, f) = m.forward(x)?;
+                (y, Some(f))
+            }
+        })
+    }
+
+    fn backward(&self, tape: &Option<Tensor>, dy: &Tensor) -> Result<Tensor> {
+        match (self, tape) {
+            (Projection::Identity, _) => Ok(dy.clone()),
+            (Projection::Linear(l), _) => l.backward_input(dy),
+            (Projection::Mlp(m), Some(f)) => m.backward(f, dy),
+            (Projection::Mlp(_), None) => Err(Error::invalid("projection tape is missing")),
+        }
+    }
+
+    /// The output dimension (`None` for the identity).
+    pub fn out_dim(&self) -> Option<usize> {
+        match self {
+            Projection::Identity => None,
+            Projection::Linear(l) => l.weight.dim(0).ok(),
+            Projection::Mlp(m) => m.fc2.weight.dim(0).ok(),
+        }
+    }
+}
+
+/// The transformer part of a tower: blocks, final LayerNorm, pooling and projection.
 pub struct Tower {
     pub modality: Modality,
     pub layers: Vec<Block>,
-    pub final_ln: LayerNorm,
-    /// `[projection_dim, hidden]`, no bias.
-    pub projection: Tensor,
+    /// Applied per token after the last block (none for BERT, whose blocks end normalised).
+    pub final_ln: Option<LayerNorm>,
+    pub pooling: Pooling,
+    pub projection: Projection,
     pub causal: bool,
+}
+
+/// What the head (final LayerNorm, pooling, projection) kept for the backward pass.
+enum HeadTape {
+    Token { ln: Option<LayerNormTape>, proj: Option<Tensor> },
+    Attention { ln: Option<LayerNormTape>, pool: AttentionPoolTape, proj: Option<Tensor> },
 }
 
 /// The suffix activations kept for [`Tower::suffix_backward`].
 pub struct SuffixTape {
     blocks: Vec<BlockTape>,
-    pooled_ln: crate::models::transformer::LayerNormTape,
+    head: HeadTape,
     tokens: usize,
     pool: usize,
-    /// Whether the tap is at the last layer (the suffix has no block).
-    no_blocks: bool,
+    /// Whether the tap is at the last layer and the pooling picks one token (the suffix then
+    /// starts at that token).
+    token_without_blocks: bool,
+}
+
+fn ln_tape(ln: &Option<LayerNorm>, x: &Tensor) -> Result<(Tensor, Option<LayerNormTape>)> {
+    match ln {
+        Some(ln) => {
+            let (y, t) = ln.forward_tape(x)?;
+            Ok((y, Some(t)))
+        }
+        None => Ok((x.clone(), None)),
+    }
+}
+
+fn ln_back(ln: &Option<LayerNorm>, tape: &Option<LayerNormTape>, dy: &Tensor) -> Result<Tensor> {
+    match (ln, tape) {
+        (Some(ln), Some(t)) => ln.backward(t, dy),
+        _ => Ok(dy.clone()),
+    }
 }
 
 impl Tower {
-    fn load(
+    /// A tower with HF `CLIPModel` names: `{prefix}.encoder.layers.{i}`, `{prefix}.{final_ln}`,
+    /// a bias-free projection `proj`.
+    pub(crate) fn load_hf_clip(
         w: &Weights,
         prefix: &str,
         c: &TowerConfig,
@@ -59,8 +138,9 @@ impl Tower {
         Ok(Tower {
             modality,
             layers,
-            final_ln: LayerNorm::load(w, &format!("{prefix}.{final_ln}"), c.hidden_size, c.layer_norm_eps)?,
-            projection: w.get(proj, &[proj_dim, c.hidden_size])?,
+            final_ln: Some(LayerNorm::load(w, &format!("{prefix}.{final_ln}"), c.hidden_size, c.layer_norm_eps)?),
+            pooling: Pooling::Token,
+            projection: Projection::Linear(Linear::load(w, proj, c.hidden_size, proj_dim, false)?),
             causal: modality == Modality::Text,
         })
     }
@@ -104,55 +184,92 @@ impl Tower {
     }
 
     /// From the output `h [B, T, D]` of layer `layer` to the projected embedding `[B, P]`,
-    /// pooling token `pool`.
+    /// pooling token `pool` (ignored by attention pooling).
     pub fn forward_from(&self, layer: usize, h: &Tensor, pool: usize) -> Result<Tensor> {
         self.check_layer(layer)?;
         let mut x = h.clone();
         for blk in &self.layers[layer + 1..] {
             x = blk.forward(&x, self.causal)?;
         }
-        self.head(&x.narrow(1, pool, 1)?.squeeze(1)?)
+        self.head(&x, pool)
     }
 
-    fn head(&self, pooled: &Tensor) -> Result<Tensor> {
-        let y = self.final_ln.forward(pooled)?;
-        Ok(y.matmul(&self.projection.t()?)?)
+    /// Final LayerNorm, pooling and projection of the last hidden state `[B, T, D]`.
+    fn head(&self, x: &Tensor, pool: usize) -> Result<Tensor> {
+        let pooled = match &self.pooling {
+            Pooling::Token => {
+                let p = x.narrow(1, pool, 1)?.squeeze(1)?;
+                match &self.final_ln {
+                    Some(ln) => ln.forward(&p)?,
+                    None => p,
+                }
+            }
+            Pooling::Attention(ap) => {
+                let n = match &self.final_ln {
+                    Some(ln) => ln.forward(x)?,
+                    None => x.clone(),
+                };
+                ap.forward_tape(&n)?.0
+            }
+        };
+        Ok(self.projection.forward_tape(&pooled)?.0)
     }
 
-    /// Differentiable suffix: like [`Tower::forward_from`], but keeps a tape. The last block
-    /// only computes the pooled token (the others cannot reach the embedding).
+    /// Differentiable suffix: like [`Tower::forward_from`], but keeps a tape. With token
+    /// pooling the last block only computes the pooled token (the others cannot reach the
+    /// embedding).
     pub fn suffix_forward(&self, layer: usize, h: &Tensor, pool: usize) -> Result<(Tensor, SuffixTape)> {
         self.check_layer(layer)?;
         let blocks = &self.layers[layer + 1..];
         let (_, t, _) = h.dims3()?;
+        let token = matches!(self.pooling, Pooling::Token);
         let mut tapes = Vec::with_capacity(blocks.len());
         let mut x = h.clone();
         for (i, blk) in blocks.iter().enumerate() {
-            let rows = if i + 1 == blocks.len() { Rows::One(pool) } else { Rows::All };
+            let rows = if token && i + 1 == blocks.len() { Rows::One(pool) } else { Rows::All };
             let (y, tape) = blk.forward_tape(&x, self.causal, rows)?;
             tapes.push(tape);
             x = y;
         }
-        let no_blocks = blocks.is_empty();
-        let pooled = if no_blocks { x.narrow(1, pool, 1)?.squeeze(1)? } else { x };
-        let (y, ln_tape) = self.final_ln.forward_tape(&pooled)?;
-        let emb = y.matmul(&self.projection.t()?)?;
-        Ok((emb, SuffixTape { blocks: tapes, pooled_ln: ln_tape, tokens: t, pool, no_blocks }))
+        let token_without_blocks = token && blocks.is_empty();
+        let (emb, head) = match &self.pooling {
+            Pooling::Token => {
+                let pooled = if blocks.is_empty() { x.narrow(1, pool, 1)?.squeeze(1)? } else { x };
+                let (y, ln) = ln_tape(&self.final_ln, &pooled)?;
+                let (emb, proj) = self.projection.forward_tape(&y)?;
+                (emb, HeadTape::Token { ln, proj })
+            }
+            Pooling::Attention(ap) => {
+                let (y, ln) = ln_tape(&self.final_ln, &x)?;
+                let (p, pool_tape) = ap.forward_tape(&y)?;
+                let (emb, proj) = self.projection.forward_tape(&p)?;
+                (emb, HeadTape::Attention { ln, pool: pool_tape, proj })
+            }
+        };
+        Ok((emb, SuffixTape { blocks: tapes, head, tokens: t, pool, token_without_blocks }))
     }
 
     /// `d loss / d h` from `d loss / d embedding` (`[B, P]` → `[B, T, D]`).
     pub fn suffix_backward(&self, layer: usize, tape: &SuffixTape, demb: &Tensor) -> Result<Tensor> {
         let blocks = &self.layers[layer + 1..];
-        let dpooled = self.final_ln.backward(&tape.pooled_ln, &demb.matmul(&self.projection)?)?;
-        if tape.no_blocks {
-            let (b, d) = dpooled.dims2()?;
-            let zeros = Tensor::zeros((b, tape.tokens, d), dpooled.dtype(), dpooled.device())?;
+        let mut g = match (&tape.head, &self.pooling) {
+            (HeadTape::Token { ln, proj }, Pooling::Token) => {
+                ln_back(&self.final_ln, ln, &self.projection.backward(proj, demb)?)?
+            }
+            (HeadTape::Attention { ln, pool, proj }, Pooling::Attention(ap)) => {
+                let dp = self.projection.backward(proj, demb)?;
+                ln_back(&self.final_ln, ln, &ap.backward(pool, &dp)?)?
+            }
+            _ => return Err(Error::invalid("suffix tape does not match the tower's pooling")),
+        };
+        if tape.token_without_blocks {
+            let (b, d) = g.dims2()?;
+            let zeros = Tensor::zeros((b, tape.tokens, d), g.dtype(), g.device())?;
             let parts: Vec<Tensor> = (0..tape.tokens)
-                .map(|i| if i == tape.pool { dpooled.unsqueeze(1) } else { Ok(zeros.narrow(1, i, 1)?) })
+                .map(|i| if i == tape.pool { g.unsqueeze(1) } else { Ok(zeros.narrow(1, i, 1)?) })
                 .collect::<candle_core::Result<_>>()?;
             return Ok(Tensor::cat(&parts, 1)?);
         }
-        let mut g = dpooled;
         for (blk, tp) in blocks.iter().zip(tape.blocks.iter()).rev() {
             g = blk.backward(tp, &g)?;
         }
@@ -160,24 +277,32 @@ impl Tower {
     }
 }
 
-/// Vision embeddings: patchify + CLS + positions, then `pre_layrnorm`.
+/// Vision embeddings: patchify (+ CLS) + positions (+ a LayerNorm).
 pub struct VisionEmbeddings {
-    /// Patch projection as a matrix `[D, 3·p·p]` (the conv kernel, flattened).
-    pub patch: Tensor,
-    pub class: Tensor,
+    /// Patch projection as a matrix `[D, 3·p·p]` (the conv kernel, flattened; SigLIP's and
+    /// timm's have a bias).
+    pub patch: Linear,
+    /// The CLS token (`None` for SigLIP).
+    pub class: Option<Tensor>,
+    /// `[tokens, D]`.
     pub position: Tensor,
-    pub pre_ln: LayerNorm,
+    /// CLIP's `pre_layrnorm` / open_clip's `ln_pre`.
+    pub pre_ln: Option<LayerNorm>,
     pub patch_size: usize,
     pub grid: usize,
 }
 
-/// Text embeddings: token + position.
+/// Text embeddings: token + position (+ BERT's token type 0 and LayerNorm).
 pub struct TextEmbeddings {
     pub token: Tensor,
     pub position: Tensor,
+    /// BERT's token-type embedding of type 0, `[D]`.
+    pub token_type: Option<Tensor>,
+    /// BERT's embedding LayerNorm.
+    pub ln: Option<LayerNorm>,
 }
 
-/// A loaded CLIP model.
+/// A loaded dual encoder (CLIP, open_clip, SigLIP, BiomedCLIP).
 pub struct ClipModel {
     pub config: ClipConfig,
     pub vision_embeddings: VisionEmbeddings,
@@ -197,33 +322,31 @@ impl ClipModel {
         let ps = vc.patch_size;
         let conv = w.get("vision_model.embeddings.patch_embedding.weight", &[dv, 3, ps, ps])?;
         let vision_embeddings = VisionEmbeddings {
-            patch: conv.reshape((dv, 3 * ps * ps))?,
-            class: w.get("vision_model.embeddings.class_embedding", &[dv])?,
+            patch: Linear { weight: conv.reshape((dv, 3 * ps * ps))?, bias: None },
+            class: Some(w.get("vision_model.embeddings.class_embedding", &[dv])?),
             position: w.get("vision_model.embeddings.position_embedding.weight", &[vc.num_tokens(), dv])?,
-            pre_ln: LayerNorm::load(w, "vision_model.pre_layrnorm", dv, vc.tower.layer_norm_eps)?,
+            pre_ln: Some(LayerNorm::load(w, "vision_model.pre_layrnorm", dv, vc.tower.layer_norm_eps)?),
             patch_size: ps,
             grid: vc.grid(),
         };
         let text_embeddings = TextEmbeddings {
             token: w.get("text_model.embeddings.token_embedding.weight", &[tc.vocab_size, dt])?,
             position: w.get("text_model.embeddings.position_embedding.weight", &[tc.max_position_embeddings, dt])?,
+            token_type: None,
+            ln: None,
         };
-        let vision = Tower::load(
+        let vision = Tower::load_hf_clip(
             w,
             "vision_model",
             &vc.tower,
             "post_layernorm",
-            "visual_projection.weight",
+            "visual_projection",
             p,
             Modality::Vision,
         )?;
         let text =
-            Tower::load(w, "text_model", &tc.tower, "final_layer_norm", "text_projection.weight", p, Modality::Text)?;
-        let logit_scale = if w.contains("logit_scale") {
-            w.get("logit_scale", &[])?.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?
-        } else {
-            2.6592
-        };
+            Tower::load_hf_clip(w, "text_model", &tc.tower, "final_layer_norm", "text_projection", p, Modality::Text)?;
+        let logit_scale = scalar_or(w, "logit_scale", 2.6592)?;
         Ok(ClipModel { config, vision_embeddings, text_embeddings, vision, text, logit_scale, device: device.clone() })
     }
 
@@ -235,7 +358,17 @@ impl ClipModel {
         }
     }
 
-    /// Vision embeddings (after `pre_layrnorm`) of normalised pixels `[B, 3, S, S]`.
+    /// Tokens before the patch tokens in the vision sequence (1 with a CLS token, else 0).
+    pub fn vision_prefix_tokens(&self) -> usize {
+        self.vision_embeddings.class.is_some() as usize
+    }
+
+    /// The vision token the embedding is read from (the CLS token; unused by attention pooling).
+    pub fn vision_pool_index(&self) -> usize {
+        0
+    }
+
+    /// Vision embeddings (the first block's input) of normalised pixels `[B, 3, S, S]`.
     pub fn embed_image(&self, pixels: &Tensor) -> Result<Tensor> {
         let e = &self.vision_embeddings;
         let (b, c, hh, ww) = pixels.dims4()?;
@@ -246,14 +379,23 @@ impl ClipModel {
         let (g, p) = (e.grid, e.patch_size);
         let patches =
             pixels.reshape((b, 3, g, p, g, p))?.permute((0, 2, 4, 1, 3, 5))?.reshape((b * g * g, 3 * p * p))?;
-        let d = e.class.dim(0)?;
-        let x = patches.matmul(&e.patch.t()?)?.reshape((b, g * g, d))?;
-        let cls = e.class.reshape((1, 1, d))?.broadcast_as((b, 1, d))?;
-        let x = Tensor::cat(&[&cls, &x], 1)?.broadcast_add(&e.position.unsqueeze(0)?)?;
-        e.pre_ln.forward(&x)
+        let d = e.position.dim(1)?;
+        let x = e.patch.forward(&patches)?.reshape((b, g * g, d))?;
+        let x = match &e.class {
+            Some(class) => {
+                let cls = class.reshape((1, 1, d))?.broadcast_as((b, 1, d))?;
+                Tensor::cat(&[&cls, &x], 1)?
+            }
+            None => x,
+        };
+        let x = x.broadcast_add(&e.position.unsqueeze(0)?)?;
+        match &e.pre_ln {
+            Some(ln) => ln.forward(&x),
+            None => Ok(x),
+        }
     }
 
-    /// Text embeddings of token ids `[L]` (one caption, unpadded): `[1, L, D]`.
+    /// Text embeddings of token ids `[L]` (one caption, as the tokenizer gives it): `[1, L, D]`.
     pub fn embed_text(&self, ids: &[u32]) -> Result<Tensor> {
         let tc = &self.config.text;
         if ids.is_empty() {
@@ -269,29 +411,37 @@ impl ClipModel {
         if let Some(bad) = ids.iter().find(|&&i| i as usize >= tc.vocab_size) {
             return Err(Error::invalid(format!("token id {bad} is outside the vocabulary ({} ids)", tc.vocab_size)));
         }
+        let e = &self.text_embeddings;
         let t = Tensor::new(ids, &self.device)?;
-        let x = self.text_embeddings.token.index_select(&t, 0)?;
-        let x = (x + self.text_embeddings.position.narrow(0, 0, ids.len())?)?;
+        let mut x = (e.token.index_select(&t, 0)? + e.position.narrow(0, 0, ids.len())?)?;
+        if let Some(tt) = &e.token_type {
+            x = x.broadcast_add(tt)?;
+        }
+        if let Some(ln) = &e.ln {
+            x = ln.forward(&x)?;
+        }
         Ok(x.unsqueeze(0)?)
     }
 
-    /// The token whose final state is the text embedding: HF's rule (argmax of the ids for
-    /// legacy configs with `eos_token_id == 2`, else the first `eos_token_id`).
+    /// The token whose final state is the text embedding, by the family's rule (see
+    /// [`TextPool`]).
     pub fn text_pool_index(&self, ids: &[u32]) -> usize {
-        let eos = self.config.text.eos_token_id;
-        if eos != 2 {
-            if let Some(i) = ids.iter().position(|&i| i == eos) {
-                return i;
+        let argmax = || {
+            // first maximum, like torch.argmax
+            let mut best = 0;
+            for (i, &v) in ids.iter().enumerate() {
+                if v > ids[best] {
+                    best = i;
+                }
             }
+            best
+        };
+        match self.config.text.pool {
+            TextPool::Eos(eos) => ids.iter().position(|&i| i == eos).unwrap_or_else(argmax),
+            TextPool::Argmax => argmax(),
+            TextPool::Last => ids.len().saturating_sub(1),
+            TextPool::First => 0,
         }
-        // first maximum, like torch.argmax
-        let mut best = 0;
-        for (i, &v) in ids.iter().enumerate() {
-            if v > ids[best] {
-                best = i;
-            }
-        }
-        best
     }
 
     /// Projected image embedding `[B, P]` (HF `get_image_features`).
@@ -299,7 +449,7 @@ impl ClipModel {
         let emb = self.embed_image(pixels)?;
         let last = self.vision.depth() - 1;
         let h = self.vision.forward_until(&emb, last)?;
-        self.vision.forward_from(last, &h, 0)
+        self.vision.forward_from(last, &h, self.vision_pool_index())
     }
 
     /// Projected text embedding `[1, P]` (HF `get_text_features`).
@@ -308,5 +458,20 @@ impl ClipModel {
         let last = self.text.depth() - 1;
         let h = self.text.forward_until(&emb, last)?;
         self.text.forward_from(last, &h, self.text_pool_index(ids))
+    }
+}
+
+/// A scalar tensor such as `logit_scale`, or `default` when the checkpoint has none.
+pub(crate) fn scalar_or(w: &Weights, name: &str, default: f32) -> Result<f32> {
+    match w.shape(name) {
+        None => Ok(default),
+        Some(s) => {
+            let s = s.to_vec();
+            let t = w.get(name, &s)?;
+            if t.elem_count() != 1 {
+                return Err(Error::format(w.path(), format!("tensor '{name}' has shape {s:?}, expected a scalar")));
+            }
+            Ok(t.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?[0])
+        }
     }
 }
