@@ -303,3 +303,99 @@ fn bad_checkpoints_give_clear_errors() {
     let e = load_err(&dir);
     assert!(e.contains("spiece.model") && e.contains("SentencePiece"), "{e}");
 }
+
+#[test]
+fn every_family_through_the_cli_and_the_c_abi() {
+    use ibex::ffi::explain::*;
+    use ibex::ffi::image::*;
+    use ibex::ffi::model::*;
+    use ibex::ffi::options::*;
+    use ibex::ffi::result::*;
+    use ibex::ffi::status::*;
+    use std::ffi::{CStr, CString};
+    use std::ptr::{null, null_mut};
+    let img = tempfile::tempdir().unwrap();
+    let png = img.path().join("photo.png");
+    photo().to_rgb8().save(&png).unwrap();
+    for (name, kind) in FAMILIES {
+        let (_tmp, dir) = model_dir(name);
+        // CLI: M2IB with a JSON report
+        let js = img.path().join(format!("{name}.json"));
+        let (ok, out, err, _) = run_cli(&[
+            "m2ib",
+            "--model",
+            dir.to_str().unwrap(),
+            "--image",
+            png.to_str().unwrap(),
+            "--text",
+            "a photo of a bag",
+            "--steps",
+            "2",
+            "--samples",
+            "2",
+            "--json",
+            js.to_str().unwrap(),
+            "-q",
+        ]);
+        assert!(ok, "{name}: {out}\n{err}");
+        let report = json_file(&js);
+        let text = report.to_string();
+        assert!(text.contains("a photo of a bag"), "{name}: {text:.300}");
+        let (ok, out, err, _) = run_cli(&["info", "--model", dir.to_str().unwrap()]);
+        assert!(ok && out.contains(kind), "{name}: {out}\n{err}");
+
+        // C ABI: kind detected, M2IB maps finite
+        let c = |s: &str| CString::new(s).unwrap();
+        let msg =
+            || unsafe { CStr::from_ptr(ibex::ffi::status::ibex_last_error_message()) }.to_string_lossy().into_owned();
+        unsafe {
+            let mut m = null_mut();
+            assert_eq!(
+                ibex_model_load(null(), c(dir.to_str().unwrap()).as_ptr(), null(), &mut m),
+                IBEX_OK,
+                "{}",
+                msg()
+            );
+            let mut bytes = null_mut();
+            assert_eq!(ibex_model_describe_json(m, &mut bytes), IBEX_OK);
+            let mut p = null();
+            let mut n = 0usize;
+            assert_eq!(ibex::ffi::bytes::ibex_bytes_data(bytes, &mut p, &mut n), IBEX_OK);
+            let d: serde_json::Value = serde_json::from_slice(std::slice::from_raw_parts(p, n)).unwrap();
+            ibex::ffi::bytes::ibex_bytes_free(bytes);
+            assert_eq!(d["kind"], kind, "{name}");
+            let mut opts = null_mut();
+            assert_eq!(ibex_options_from_json(c(r#"{"steps": 2, "samples": 2}"#).as_ptr(), &mut opts), IBEX_OK);
+            let mut e = null_mut();
+            assert_eq!(ibex_explainer_create(m, c("m2ib").as_ptr(), opts, &mut e), IBEX_OK, "{}", msg());
+            ibex_options_free(opts);
+            let mut image = null_mut();
+            assert_eq!(ibex_image_load_file(c(png.to_str().unwrap()).as_ptr(), &mut image), IBEX_OK, "{}", msg());
+            let mut view = std::mem::zeroed::<ibex_image_view>();
+            view.struct_size = std::mem::size_of::<ibex_image_view>() as u32;
+            assert_eq!(ibex_image_get_view(image, &mut view), IBEX_OK);
+            let caption = c("a photo of a bag");
+            let t = ibex_target {
+                struct_size: std::mem::size_of::<ibex_target>() as u32,
+                class_index: -1,
+                text: caption.as_ptr(),
+                texts: null(),
+                text_count: 0,
+            };
+            let mut r = null_mut();
+            assert_eq!(ibex_explain(e, &view, &t, null(), &mut r), IBEX_OK, "{name}: {}", msg());
+            let mut count = 0u32;
+            assert_eq!(ibex_result_map_count(r, &mut count), IBEX_OK);
+            assert!(count >= 2, "{name}: {count} maps");
+            for i in 0..count {
+                let (mut p, mut n) = (null(), 0usize);
+                assert_eq!(ibex_result_map_data(r, i, &mut p, &mut n), IBEX_OK);
+                assert!(n > 0 && std::slice::from_raw_parts(p, n).iter().all(|v| v.is_finite()), "{name} map {i}");
+            }
+            ibex_result_free(r);
+            ibex_image_free(image);
+            ibex_explainer_free(e);
+            ibex_model_free(m);
+        }
+    }
+}

@@ -48,10 +48,62 @@ enum Command {
     /// Score a method's maps over a folder: deletion (MoRF) / LeRF AUCs against a random
     /// order, and the pointing game and energy in box where boxes are given.
     Eval(EvalArgs),
+    /// M2IB: choose a dual encoder's vision layer, text layer and beta from image-caption
+    /// pairs by a label-free faithfulness score, and write the best into the model's ibex.json.
+    Tune(TuneArgs),
     /// What ibex reads from a DICOM file: geometry, transfer syntax, photometric
     /// interpretation, rescale, window, frames, and the decoded values' min / max / mean after
     /// rescale per frame and overall.
     Dicom(DicomCmdArgs),
+}
+
+/// `ibex tune`.
+#[derive(Args)]
+struct TuneArgs {
+    /// Dual-encoder model directory (CLIP, open_clip, SigLIP, BiomedCLIP) or Hugging Face id.
+    #[arg(long)]
+    model: String,
+    /// Folder with the tuning images.
+    #[arg(long)]
+    images: PathBuf,
+    /// The captions: a JSON list of {"file" (or "image"), "caption" (or "text")} objects, or an
+    /// object mapping each image file to a caption or a list of captions.
+    #[arg(long)]
+    texts: PathBuf,
+    /// Candidate layers for both towers (comma-separated, 0-based); default: see
+    /// `tune::default_candidates`.
+    #[arg(long, value_delimiter = ',')]
+    layers: Option<Vec<usize>>,
+    /// Candidate vision layers (overrides --layers for the vision tower).
+    #[arg(long, value_delimiter = ',')]
+    vision_layers: Option<Vec<usize>>,
+    /// Candidate text layers (overrides --layers for the text tower).
+    #[arg(long, value_delimiter = ',')]
+    text_layers: Option<Vec<usize>>,
+    /// Candidate betas (comma-separated); default 0.1,1,10.
+    #[arg(long, value_delimiter = ',')]
+    betas: Option<Vec<f64>>,
+    /// Other M2IB settings as JSON (steps, samples, lr, seed), on top of the model's ibex.json.
+    #[arg(long)]
+    options: Option<String>,
+    /// Steps of the insertion / deletion curves.
+    #[arg(long, default_value_t = 16)]
+    curve_steps: u32,
+    /// Where to write the chosen setting; default MODEL/ibex.json.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Score only: print the table, write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Also write every candidate's scores as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Compute device: cpu, cuda, cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
 }
 
 /// How to read a DICOM image (ignored for other formats).
@@ -869,6 +921,145 @@ fn target_boxes(boxes: &serde_json::Value, stem: &str) -> Option<Vec<[f32; 4]>> 
     (!v.is_empty()).then_some(v)
 }
 
+/// Reads the tuning pairs: `texts` lists captions per image file in `images`.
+fn tune_pairs(images: &Path, texts: &Path) -> Result<Vec<ibex::explain::tune::TunePair>> {
+    let text = std::fs::read_to_string(texts).map_err(|e| Error::io(texts, e))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::format(texts, format!("not valid JSON ({e})")))?;
+    let bad = |m: String| Error::format(texts, m);
+    let mut list: Vec<(String, String)> = Vec::new();
+    match &v {
+        serde_json::Value::Array(items) => {
+            for (i, it) in items.iter().enumerate() {
+                let get = |a: &str, b: &str| it.get(a).or_else(|| it.get(b)).and_then(|x| x.as_str());
+                match (get("file", "image"), get("caption", "text")) {
+                    (Some(f), Some(c)) => list.push((f.to_string(), c.to_string())),
+                    _ => {
+                        return Err(bad(format!(
+                            "item {i} needs \"file\" (or \"image\") and \"caption\" (or \"text\")"
+                        )))
+                    }
+                }
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for (f, c) in map {
+                match c {
+                    serde_json::Value::String(c) => list.push((f.clone(), c.clone())),
+                    serde_json::Value::Array(cs) => {
+                        for c in cs {
+                            let c = c.as_str().ok_or_else(|| bad(format!("{f}: captions must be strings")))?;
+                            list.push((f.clone(), c.to_string()));
+                        }
+                    }
+                    _ => return Err(bad(format!("{f}: expected a caption or a list of captions"))),
+                }
+            }
+        }
+        _ => return Err(bad("expected a list of {file, caption} or an object file -> caption(s)".into())),
+    }
+    if list.is_empty() {
+        return Err(bad("no image-caption pairs".into()));
+    }
+    list.into_iter()
+        .map(|(f, caption)| {
+            let path = images.join(&f);
+            let image = RgbImage::load(&path)?;
+            Ok(ibex::explain::tune::TunePair { name: f, image, caption })
+        })
+        .collect()
+}
+
+fn run_tune(a: TuneArgs) -> Result<()> {
+    use ibex::explain::tune::{tune, write_recommendation, TuneSettings};
+    let device = ibex::device::parse_device(&a.device)?;
+    let dir = ibex::hub::resolve_model(&a.model)?;
+    let Model::Clip(bundle) = Model::load(None, &dir, &device)? else {
+        return Err(Error::invalid(format!(
+            "{}: ibex tune chooses M2IB settings for a dual encoder (CLIP, open_clip, SigLIP, BiomedCLIP)",
+            dir.display()
+        )));
+    };
+    let mut base = M2ibConfig::for_bundle(&bundle)?;
+    if let Some(o) = &a.options {
+        let v: serde_json::Value = serde_json::from_str(o).map_err(|e| Error::invalid(format!("--options: {e}")))?;
+        base = base.merged(&v)?;
+    }
+    let mut settings = TuneSettings::for_model(&bundle.model, base);
+    if let Some(l) = &a.layers {
+        settings.vision_layers = l.clone();
+        settings.text_layers = l.clone();
+    }
+    if let Some(l) = &a.vision_layers {
+        settings.vision_layers = l.clone();
+    }
+    if let Some(l) = &a.text_layers {
+        settings.text_layers = l.clone();
+    }
+    if let Some(b) = &a.betas {
+        settings.betas = b.clone();
+    }
+    settings.curve_steps = a.curve_steps;
+    let pairs = tune_pairs(&a.images, &a.texts)?;
+    eprintln!(
+        "tuning M2IB on {} pairs: vision layers {:?} x text layers {:?} x betas {:?}",
+        pairs.len(),
+        settings.vision_layers,
+        settings.text_layers,
+        settings.betas
+    );
+    let bar = progress_bar(a.quiet, "tune");
+    let mut control = RunControl::with_progress(|done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+        true
+    });
+    let report = tune(&bundle, &pairs, &settings, &mut control)?;
+    drop(control);
+    bar.finish_and_clear();
+    println!("score: {}", report.score_name);
+    println!(
+        "{:>6} {:>6} {:>7} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9}",
+        "vision", "text", "beta", "score", "deletion", "insert", "img drop%", "img incr%", "txt drop%", "txt incr%"
+    );
+    for (i, c) in report.candidates.iter().enumerate() {
+        println!(
+            "{:>6} {:>6} {:>7} {:>8.4} {:>8.4} {:>8.4} {:>9.2} {:>9.1} {:>9.2} {:>9.1}{}",
+            c.vision_layer,
+            c.text_layer,
+            c.beta,
+            c.score,
+            c.image_deletion_auc,
+            c.image_insertion_auc,
+            c.image_drop,
+            c.image_increase,
+            c.text_drop,
+            c.text_increase,
+            if i == report.best { "  <- best" } else { "" }
+        );
+    }
+    println!("best: {}", report.best_options());
+    if let Some(p) = &a.json {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| Error::invalid(e.to_string()))?;
+        std::fs::write(p, text).map_err(|e| Error::io(p, e))?;
+    }
+    if !a.dry_run {
+        let out = a.out.clone().unwrap_or_else(|| dir.join("ibex.json"));
+        let data = serde_json::json!({
+            "images": a.images.display().to_string(),
+            "texts": a.texts.display().to_string(),
+            "pairs": report.pairs,
+            "vision_layers": settings.vision_layers,
+            "text_layers": settings.text_layers,
+            "betas": settings.betas,
+            "base": serde_json::to_value(&settings.base).map_err(|e| Error::invalid(e.to_string()))?,
+        });
+        write_recommendation(&out, &report, data)?;
+        println!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
 fn run_eval(a: EvalArgs) -> Result<()> {
     use ibex::metrics::{energy_in_boxes, pointing_hit, CurveSettings};
     let device = ibex::device::parse_device(&a.device)?;
@@ -1126,13 +1317,29 @@ fn run_info(a: InfoArgs) -> Result<()> {
             );
         }
         Model::Clip(b) => {
+            let c = &b.model.config;
             println!(
-                "vision layers: 0..={}, text layers: 0..={}, patch grid {}x{}",
+                "vision layers: 0..={}, text layers: 0..={}, patch grid {}x{}, {}x{} input, embedding {}",
                 b.model.vision.depth() - 1,
                 b.model.text.depth() - 1,
-                b.model.config.vision.grid(),
-                b.model.config.vision.grid()
+                c.vision.grid(),
+                c.vision.grid(),
+                c.vision.image_size,
+                c.vision.image_size,
+                c.projection_dim
             );
+            println!(
+                "text: {} positions, vocabulary {}{}",
+                c.text.max_position_embeddings,
+                c.text.vocab_size,
+                if c.text.pad_to_context.is_some() { ", captions padded to the full context" } else { "" }
+            );
+            let m = M2ibConfig::for_bundle(b)?;
+            let (lv, lt) = m.resolve_layers(&b.model)?;
+            println!("M2IB defaults: vision layer {lv}, text layer {lt}, beta {}", m.bottleneck.beta);
+            if let Some(t) = &b.recommended.tuned {
+                println!("tuned by ibex tune: {t}");
+            }
         }
     }
     Ok(())
@@ -1223,7 +1430,8 @@ struct ExplainArgs {
 
 #[derive(Args)]
 struct M2ibArgs {
-    /// Model directory (HF CLIP layout) or Hugging Face id; default: the bundled demo model.
+    /// Model directory (HF CLIP, open_clip, SigLIP or BiomedCLIP layout) or Hugging Face id;
+    /// default: the bundled demo model.
     #[arg(long)]
     model: Option<String>,
     /// Image file (PNG, JPEG, WebP, BMP, TIFF).
@@ -1713,6 +1921,7 @@ fn main() {
         Command::Stats(a) => run_stats(a),
         Command::Eval(a) => run_eval(a),
         Command::Dicom(a) => run_dicom(a),
+        Command::Tune(a) => run_tune(a),
         Command::Iba(IbaCommand::FitReadout(a)) => run_fit_readout(a),
         Command::Pipnet(PipnetCommand::Convert(a)) => run_convert(a),
         Command::Pipnet(PipnetCommand::Thresholds(a)) => run_thresholds(a),

@@ -138,12 +138,12 @@ pub struct M2ibExplanation {
 }
 
 /// Cosine to a fixed target embedding, through a tower's differentiable suffix.
-struct CosineToTarget<'a> {
-    tower: &'a Tower,
-    layer: usize,
-    pool: usize,
+pub(crate) struct CosineToTarget<'a> {
+    pub tower: &'a Tower,
+    pub layer: usize,
+    pub pool: usize,
     /// Unit-norm target `[1, P]`.
-    target: Tensor,
+    pub target: Tensor,
 }
 
 impl Objective for CosineToTarget<'_> {

@@ -10,6 +10,7 @@ pub mod iba;
 pub mod m2ib;
 pub mod options;
 pub mod pipnet;
+pub mod tune;
 
 pub use baselines::{
     BaselineExplanation, GradCam, GradCamConfig, GradCamExplanation, IntegratedGradients, IntegratedGradientsConfig,

@@ -28,6 +28,9 @@ use std::path::{Path, PathBuf};
 pub struct RecommendedSettings {
     #[serde(default)]
     pub m2ib: Option<serde_json::Value>,
+    /// How `ibex tune` chose the `m2ib` settings (score, data), when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tuned: Option<serde_json::Value>,
 }
 
 /// A CLIP model directory loaded for explanation: weights, tokenizer and preprocessing.

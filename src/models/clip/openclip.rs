@@ -41,6 +41,11 @@ impl OpenClipConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let v: Value = serde_json::from_str(&text).map_err(|e| Error::format(path, format!("not valid JSON ({e})")))?;
+        Self::from_value(path, &v)
+    }
+
+    /// From the parsed JSON (`path` names it in errors).
+    pub fn from_value(path: &Path, v: &Value) -> Result<Self> {
         let model_cfg = v
             .get("model_cfg")
             .filter(|m| m.is_object())
