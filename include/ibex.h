@@ -387,9 +387,11 @@ void ibex_image_free(struct ibex_image *image);
 // already installed another Rust `log` logger, this returns `IBEX_ERR_UNSUPPORTED`.
 int32_t ibex_set_log_callback(ibex_log_fn callback, int32_t max_level, void *user);
 
-// Loads a model. `kind`: `"clip"`, `"efficientnet_lite"`, `"resnet"`, `"convnext"`, `"pipnet"`
-// (a directory written by `ibex pipnet convert`), or NULL/`"auto"` to detect from
-// `config.json` or the tensor names. `path`: a model directory or a Hugging Face id (resolved from the local HF cache, downloaded when
+// Loads a model. `kind`: `"clip"` (any dual encoder: HF CLIP, open_clip, SigLIP,
+// BiomedCLIP), `"open_clip"`, `"siglip"`, `"biomedclip"` (that family only),
+// `"efficientnet_lite"`, `"resnet"`, `"convnext"`, `"pipnet"` (a directory written by
+// `ibex pipnet convert`), or NULL/`"auto"` to detect from `config.json` /
+// `open_clip_config.json` or the tensor names. `path`: a model directory or a Hugging Face id (resolved from the local HF cache, downloaded when
 // online). Options: `device` (`cpu`, `cuda`, `cuda:N`).
 //
 // # Safety
@@ -433,11 +435,12 @@ int32_t ibex_explainer_create(const struct ibex_model *model,
 void ibex_explainer_free(struct ibex_explainer *explainer);
 
 // Describes a model as JSON into `*out` (free with `ibex_bytes_free`): `kind` (as
-// `ibex_model_load` takes it) and `methods` (the names `ibex_explainer_create` takes).
+// `ibex_model_load` takes it; a dual encoder's family) and `methods` (the names `ibex_explainer_create` takes).
 //
 // # Safety
 // `model` and `out` valid.
-int32_t ibex_model_describe_json(const struct ibex_model *model, struct ibex_bytes **out);
+int32_t ibex_model_describe_json(const struct ibex_model *model,
+                                 struct ibex_bytes **out);
 
 // Creates an empty options object.
 //

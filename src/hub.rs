@@ -4,10 +4,14 @@
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
-/// Files a CLIP model directory needs (the weights may be either format).
-const REQUIRED: &[&str] = &["config.json", "tokenizer.json"];
-const WEIGHTS: &[&str] = &["model.safetensors", "pytorch_model.bin"];
-const OPTIONAL: &[&str] = &["preprocessor_config.json"];
+/// What a dual-encoder model directory needs: one file of each group (HF CLIP / SigLIP
+/// `config.json` or open_clip's config; the weights in any of the families' formats; a
+/// `tokenizer.json`, SigLIP's `spiece.model` or BERT's `vocab.txt`).
+const CONFIGS: &[&str] = &["open_clip_config.json", "config.json"];
+const WEIGHTS: &[&str] =
+    &["open_clip_model.safetensors", "open_clip_pytorch_model.bin", "model.safetensors", "pytorch_model.bin"];
+const TOKENIZERS: &[&str] = &["tokenizer.json", "spiece.model", "vocab.txt"];
+const OPTIONAL: &[&str] = &["preprocessor_config.json", "tokenizer_config.json", "special_tokens_map.json"];
 
 /// The HF hub cache directory: `HF_HUB_CACHE`, `HUGGINGFACE_HUB_CACHE`, `HF_HOME/hub`, or
 /// `~/.cache/huggingface/hub`, in that order.
@@ -38,7 +42,7 @@ fn looks_like_hf_id(s: &str) -> bool {
 }
 
 fn snapshot_complete(dir: &Path) -> bool {
-    REQUIRED.iter().all(|f| dir.join(f).is_file()) && WEIGHTS.iter().any(|f| dir.join(f).is_file())
+    [CONFIGS, WEIGHTS, TOKENIZERS].iter().all(|group| group.iter().any(|f| dir.join(f).is_file()))
 }
 
 /// Looks `id` up in the cache `cache`: the snapshot that `refs/main` names, else the most
@@ -80,23 +84,23 @@ fn download(cache: &Path, id: &str) -> std::result::Result<PathBuf, String> {
         .map_err(|e| e.to_string())?;
     let repo = api.model(id.to_string());
     let mut dir = None;
-    for f in REQUIRED {
-        let p = repo.get(f).map_err(|e| format!("{f}: {e}"))?;
-        dir = p.parent().map(Path::to_path_buf);
-    }
-    let mut got_weights = false;
-    let mut last_err = String::new();
-    for f in WEIGHTS {
-        match repo.get(f) {
-            Ok(_) => {
-                got_weights = true;
-                break;
+    // one file of each group, the first that exists, in order of preference
+    for group in [CONFIGS, WEIGHTS, TOKENIZERS] {
+        let mut last_err = String::new();
+        let mut got = false;
+        for f in group {
+            match repo.get(f) {
+                Ok(p) => {
+                    dir = p.parent().map(Path::to_path_buf);
+                    got = true;
+                    break;
+                }
+                Err(e) => last_err = format!("{f}: {e}"),
             }
-            Err(e) => last_err = format!("{f}: {e}"),
         }
-    }
-    if !got_weights {
-        return Err(last_err);
+        if !got {
+            return Err(last_err);
+        }
     }
     for f in OPTIONAL {
         let _ = repo.get(f);
@@ -123,8 +127,10 @@ pub fn resolve_model(arg: &str) -> Result<PathBuf> {
         return Ok(dir);
     }
     let how = format!(
-        "download it on a connected machine (e.g. `huggingface-cli download {arg} config.json model.safetensors tokenizer.json preprocessor_config.json`) \
-         and copy the cache folder models--{} into {}, or pass the directory that holds those files",
+        "download it on a connected machine (e.g. `huggingface-cli download {arg}`: config.json or open_clip_config.json, \
+         the weights (model.safetensors, open_clip_model.safetensors, …), tokenizer.json / spiece.model / vocab.txt, \
+         preprocessor_config.json) and copy the cache folder \
+         models--{} into {}, or pass the directory that holds those files",
         arg.replace('/', "--"),
         cache.display()
     );

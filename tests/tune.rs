@@ -94,7 +94,7 @@ fn tune_scores_every_candidate_and_writes_the_best_into_ibex_json() {
     assert_eq!(m["vision_layer"], cands[best]["vision_layer"]);
     assert_eq!(m["text_layer"], cands[best]["text_layer"]);
     assert_eq!(m["beta"], cands[best]["beta"]);
-    assert!(m.get("layer").is_none() && m["steps"] == 4, "other settings are kept, `layer` replaced: {m}");
+    assert!(m.get("layer").is_none() && m["steps"] == 4 && m["samples"] == 4, "the setting as scored: {m}");
     assert_eq!(written["tuned"]["pairs"], 100);
     assert_eq!(written["tuned"]["data"]["betas"], serde_json::json!([0.3, 1.0]));
     assert!((written["tuned"]["score"].as_f64().unwrap() - max).abs() < 1e-6);

@@ -302,6 +302,39 @@ fn bad_checkpoints_give_clear_errors() {
     std::fs::write(dir.join("spiece.model"), b"\x0a\xff\xff\xff\xff\x0f").unwrap();
     let e = load_err(&dir);
     assert!(e.contains("spiece.model") && e.contains("SentencePiece"), "{e}");
+    // a well-formed protobuf whose normaliser charsmap claims 2 GB: refused before any allocation
+    let mut proto = Vec::new();
+    for (piece, kind) in [("<unk>", 2u8), ("</s>", 3)] {
+        let mut inner = vec![0x0a, piece.len() as u8];
+        inner.extend(piece.as_bytes());
+        inner.push(0x15);
+        inner.extend(0f32.to_le_bytes());
+        inner.extend([0x18, kind]);
+        proto.extend([0x0a, inner.len() as u8]);
+        proto.extend(inner);
+    }
+    proto.extend([0x1a, 10, 0x12, 8, 0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0]);
+    std::fs::write(dir.join("spiece.model"), &proto).unwrap();
+    let e = load_err(&dir);
+    assert!(e.contains("precompiled_charsmap") && e.contains("corrupt"), "{e}");
+
+    // a checkpoint with a layer missing in the middle
+    let (_t8, dir) = model_dir("openclip");
+    let path = dir.join("open_clip_model.safetensors");
+    let mut w = Weights::load(&path, &Device::Cpu).unwrap();
+    let gone: Vec<String> =
+        w.names().filter(|n| n.starts_with("visual.transformer.resblocks.1.")).map(String::from).collect();
+    for n in &gone {
+        w.remove(n);
+    }
+    w.save(&path).unwrap();
+    let e = load_err(&dir);
+    assert!(e.contains("resblocks.2.") && e.contains("resblocks.1.") && e.contains("missing"), "{e}");
+
+    // a caption that is empty once cleaned as SigLIP's tokenizer does
+    let b = ClipBundle::load(&vlm("siglip"), &Device::Cpu).unwrap();
+    let e = b.tokenizer.encode("... !?").unwrap_err().to_string();
+    assert!(e.contains("empty once cleaned"), "{e}");
 }
 
 #[test]

@@ -1054,7 +1054,7 @@ fn run_tune(a: TuneArgs) -> Result<()> {
             "betas": settings.betas,
             "base": serde_json::to_value(&settings.base).map_err(|e| Error::invalid(e.to_string()))?,
         });
-        write_recommendation(&out, &report, data)?;
+        write_recommendation(&out, &report, &settings.base, data)?;
         println!("wrote {}", out.display());
     }
     Ok(())

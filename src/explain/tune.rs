@@ -48,9 +48,10 @@ pub struct TuneSettings {
 }
 
 impl TuneSettings {
-    /// Default candidates for a model: every layer but the first for towers of at most 6
+    /// Default candidates for a model: every layer but the last for towers of at most 6
     /// layers, else four layers spread over the upper two thirds, always including the depth
-    /// rule's layer; β ∈ {0.1, 1, 10}.
+    /// rule's layer; β ∈ {0.1, 1, 10}. (At the last layer only the pooled token reaches the
+    /// embedding, so a map there carries no information about the other tokens.)
     pub fn for_model(model: &ClipModel, base: M2ibConfig) -> Self {
         TuneSettings {
             vision_layers: default_candidates(model.vision.depth()),
@@ -65,7 +66,7 @@ impl TuneSettings {
 /// Candidate layers for a tower of `depth` layers.
 pub fn default_candidates(depth: usize) -> Vec<usize> {
     let mut v: Vec<usize> = if depth <= 6 {
-        (1.min(depth - 1)..depth).collect()
+        (0..depth.saturating_sub(1).max(1)).collect()
     } else {
         [1.0 / 3.0, 0.5, 2.0 / 3.0, 5.0 / 6.0]
             .iter()
@@ -128,6 +129,17 @@ impl TuneReport {
     pub fn best_options(&self) -> serde_json::Value {
         let b = self.best();
         serde_json::json!({"vision_layer": b.vision_layer, "text_layer": b.text_layer, "beta": b.beta})
+    }
+
+    /// The complete M2IB setting the best candidate was scored with: `base` with its layers and
+    /// β (so M2IB later runs exactly what was measured).
+    pub fn best_config(&self, base: &M2ibConfig) -> M2ibConfig {
+        let b = self.best();
+        let mut c = base.clone();
+        c.vision_layer = Some(b.vision_layer);
+        c.text_layer = Some(b.text_layer);
+        c.bottleneck.beta = b.beta;
+        c
     }
 }
 
@@ -288,6 +300,12 @@ pub fn tune(
             }
         }
     }
+    if let Some(c) = candidates.iter().find(|c| !(c.score.is_finite() && c.text_drop.is_finite())) {
+        return Err(Error::Numerical(format!(
+            "the scores of vision layer {}, text layer {}, beta {} are not finite",
+            c.vision_layer, c.text_layer, c.beta
+        )));
+    }
     let best = (0..candidates.len())
         .max_by(|&a, &b| {
             let (x, y) = (&candidates[a], &candidates[b]);
@@ -321,9 +339,16 @@ fn weighted_text_cosine(
     Ok((&e * image)?.sum_all()?.to_scalar::<f32>()?)
 }
 
-/// Writes the best setting into `ibex.json` at `path`, keeping its other M2IB settings, with a
-/// record of the score and the data it was chosen on.
-pub fn write_recommendation(path: &std::path::Path, report: &TuneReport, data: serde_json::Value) -> Result<()> {
+/// Writes the best setting into `ibex.json` at `path` — the complete M2IB setting it was scored
+/// with (`base` plus the chosen layers and β), replacing the file's `m2ib` settings and keeping
+/// its other sections — with a record of the score and the data it was chosen on. A symbolic
+/// link (a file of the Hugging Face cache) is replaced by a file, never written through.
+pub fn write_recommendation(
+    path: &std::path::Path,
+    report: &TuneReport,
+    base: &M2ibConfig,
+    data: serde_json::Value,
+) -> Result<()> {
     let mut root = if path.is_file() {
         let s = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         serde_json::from_str::<serde_json::Value>(&s)
@@ -332,13 +357,8 @@ pub fn write_recommendation(path: &std::path::Path, report: &TuneReport, data: s
         serde_json::json!({})
     };
     let obj = root.as_object_mut().ok_or_else(|| Error::format(path, "expected a JSON object"))?;
-    let m2ib = obj.entry("m2ib").or_insert_with(|| serde_json::json!({}));
-    let m2ib = m2ib.as_object_mut().ok_or_else(|| Error::format(path, "\"m2ib\" is not an object"))?;
-    // `layer` would set both towers; the tuned per-tower layers replace it
-    m2ib.remove("layer");
-    for (k, v) in report.best_options().as_object().expect("object") {
-        m2ib.insert(k.clone(), v.clone());
-    }
+    let m2ib = serde_json::to_value(report.best_config(base)).map_err(|e| Error::invalid(e.to_string()))?;
+    obj.insert("m2ib".into(), m2ib);
     let best = report.best();
     obj.insert(
         "tuned".into(),
@@ -355,5 +375,8 @@ pub fn write_recommendation(path: &std::path::Path, report: &TuneReport, data: s
         }),
     );
     let text = serde_json::to_string_pretty(&root).map_err(|e| Error::invalid(e.to_string()))?;
+    if path.is_symlink() {
+        std::fs::remove_file(path).map_err(|e| Error::io(path, e))?;
+    }
     std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))
 }

@@ -18,9 +18,11 @@ pub struct ibex_explainer {
     pub(crate) method: Method,
 }
 
-/// Loads a model. `kind`: `"clip"`, `"efficientnet_lite"`, `"resnet"`, `"convnext"`, `"pipnet"`
-/// (a directory written by `ibex pipnet convert`), or NULL/`"auto"` to detect from
-/// `config.json` or the tensor names. `path`: a model directory or a Hugging Face id (resolved from the local HF cache, downloaded when
+/// Loads a model. `kind`: `"clip"` (any dual encoder: HF CLIP, open_clip, SigLIP,
+/// BiomedCLIP), `"open_clip"`, `"siglip"`, `"biomedclip"` (that family only),
+/// `"efficientnet_lite"`, `"resnet"`, `"convnext"`, `"pipnet"` (a directory written by
+/// `ibex pipnet convert`), or NULL/`"auto"` to detect from `config.json` /
+/// `open_clip_config.json` or the tensor names. `path`: a model directory or a Hugging Face id (resolved from the local HF cache, downloaded when
 /// online). Options: `device` (`cpu`, `cuda`, `cuda:N`).
 ///
 /// # Safety
@@ -117,7 +119,7 @@ pub unsafe extern "C" fn ibex_explainer_free(explainer: *mut ibex_explainer) {
 }
 
 /// Describes a model as JSON into `*out` (free with `ibex_bytes_free`): `kind` (as
-/// `ibex_model_load` takes it) and `methods` (the names `ibex_explainer_create` takes).
+/// `ibex_model_load` takes it; a dual encoder's family) and `methods` (the names `ibex_explainer_create` takes).
 ///
 /// # Safety
 /// `model` and `out` valid.

@@ -130,22 +130,28 @@ impl ClipPreprocessor {
     /// `{"height": h, "width": w}` for a resize that ignores the aspect ratio),
     /// `crop_size` (`{"height": h, "width": w}` or `n`), `do_resize`, `do_center_crop`,
     /// `do_rescale`, `rescale_factor`, `do_normalize`, `image_mean`, `image_std` (three numbers
-    /// or one for all channels) and `resample` (only 3, bicubic). Other keys are ignored.
+    /// or one for all channels) and `resample` (3 bicubic or 2 bilinear). Other keys are ignored.
     ///
     /// # Errors
     /// [`Error::Io`] if the file cannot be read; [`Error::Format`] naming the file if it is not
     /// JSON, a value has the wrong type or range, or `resample` is not bicubic or bilinear.
     pub fn from_file(path: &Path) -> Result<Self> {
+        Self::from_file_with(path, Self::for_image_size(224))
+    }
+
+    /// Like [`from_file`](Self::from_file), with `defaults` for the missing keys (another image
+    /// processor's, e.g. [`ClipPreprocessor::fixed`] for SigLIP's).
+    pub fn from_file_with(path: &Path, defaults: Self) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let json: Value =
             serde_json::from_str(&text).map_err(|e| Error::format(path, format!("not valid JSON: {e}")))?;
-        Self::from_json(&json).map_err(|msg| Error::format(path, msg))
+        Self::from_json(&json, defaults).map_err(|msg| Error::format(path, msg))
     }
 
     /// Parses the config object; errors are messages for [`Error::format`].
-    fn from_json(json: &Value) -> std::result::Result<Self, String> {
+    fn from_json(json: &Value, defaults: Self) -> std::result::Result<Self, String> {
         let obj = json.as_object().ok_or_else(|| "expected a JSON object at the top level".to_string())?;
-        let mut pp = Self::for_image_size(224);
+        let mut pp = defaults;
 
         let positive = |key: &str, v: &Value| -> std::result::Result<u32, String> {
             v.as_u64()
@@ -211,11 +217,8 @@ impl ClipPreprocessor {
         if let Some(b) = flag("do_resize")? {
             pp.do_resize = b;
         }
-        match flag("do_center_crop")? {
-            Some(b) => pp.do_center_crop = b,
-            // a fixed-size resize (SigLIP) has no crop unless the file asks for one
-            None if pp.resize_to.is_some() => pp.do_center_crop = false,
-            None => {}
+        if let Some(b) = flag("do_center_crop")? {
+            pp.do_center_crop = b;
         }
         if let Some(b) = flag("do_rescale")? {
             pp.do_rescale = b;
@@ -492,7 +495,11 @@ mod tests {
     #[test]
     fn fixed_size_resize_has_no_crop() {
         let p = temp_json("siglip.json", r#"{"size": {"height": 20, "width": 30}, "resample": 3}"#);
-        let pp = ClipPreprocessor::from_file(&p).unwrap();
+        let siglip = ClipPreprocessor::fixed(224, [0.5; 3], [0.5; 3], Filter::Bicubic);
+        let pp = ClipPreprocessor::from_file_with(&p, siglip).unwrap();
+        assert_eq!(pp.mean, [0.5; 3]);
+        // CLIPImageProcessor's default (crop) holds for a CLIP file with a fixed size
+        assert!(ClipPreprocessor::from_file(&p).unwrap().do_center_crop);
         assert_eq!((pp.resize_to, pp.do_center_crop, pp.output_size()), (Some((30, 20)), false, Some((30, 20))));
         assert_eq!(pp.resized_size(640, 480), (30, 20));
         let img = RgbImage::new(8, 4, vec![100.0; 8 * 4 * 3], false).unwrap();

@@ -100,7 +100,7 @@ impl Model {
 pub const KINDS: &str = "clip, open_clip, siglip, biomedclip, efficientnet_lite, resnet, convnext, pipnet, auto";
 
 fn detect_kind(dir: &Path) -> Result<String> {
-    if dir.join("open_clip_config.json").is_file() {
+    if clip::is_open_clip_dir(dir) {
         return Ok("clip".into());
     }
     let cfg = dir.join("config.json");

@@ -119,13 +119,47 @@ impl Weights {
     /// The shape of tensor `name`; an error naming the tensor (and what it was needed for)
     /// when the checkpoint has none.
     pub fn dims(&self, name: &str, what: &str) -> Result<Vec<usize>> {
-        self.shape(name)
+        let s = self
+            .shape(name)
             .map(<[usize]>::to_vec)
-            .ok_or_else(|| Error::format(&self.path, format!("missing tensor '{name}' ({what})")))
+            .ok_or_else(|| Error::format(&self.path, format!("missing tensor '{name}' ({what})")))?;
+        if s.is_empty() || s.contains(&0) {
+            return Err(Error::format(&self.path, format!("tensor '{name}' has shape {s:?} ({what})")));
+        }
+        Ok(s)
+    }
+
+    /// The number of layers `{prefix}0.` … `{prefix}{n-1}.` of a checkpoint: an error naming
+    /// the prefix when there are none, or when the numbering has a gap (a missing layer).
+    pub fn layer_count(&self, prefix: &str) -> Result<usize> {
+        let n = self.count_indexed(prefix);
+        let max = self.indices(prefix).last().copied();
+        match max {
+            None => Err(Error::format(&self.path, format!("no layers '{prefix}N.*' in the checkpoint"))),
+            Some(m) if m + 1 != n => Err(Error::format(
+                &self.path,
+                format!("layer '{prefix}{m}.' exists but '{prefix}{n}.' is missing: the checkpoint is incomplete"),
+            )),
+            Some(_) => Ok(n),
+        }
+    }
+
+    fn indices(&self, prefix: &str) -> std::collections::BTreeSet<usize> {
+        let mut seen = std::collections::BTreeSet::new();
+        for n in self.tensors.keys() {
+            if let Some(rest) = n.strip_prefix(prefix) {
+                if let Some((i, _)) = rest.split_once('.') {
+                    if let Ok(i) = i.parse::<usize>() {
+                        seen.insert(i);
+                    }
+                }
+            }
+        }
+        seen
     }
 
     /// How many numbered sub-modules `{prefix}0.`, `{prefix}1.`, … exist (counting stops at
-    /// the first missing index): the number of layers of a checkpoint.
+    /// the first missing index).
     pub fn count_indexed(&self, prefix: &str) -> usize {
         let mut seen = std::collections::BTreeSet::new();
         for n in self.tensors.keys() {

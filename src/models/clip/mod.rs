@@ -58,7 +58,7 @@ impl ClipBundle {
         if !dir.is_dir() {
             return Err(Error::NotFound(format!("{} is not a model directory", dir.display())));
         }
-        let (model, tokenizer, preprocessor) = if dir.join("open_clip_config.json").is_file() {
+        let (model, tokenizer, preprocessor) = if is_open_clip_dir(dir) {
             load_open_clip(dir, device)?
         } else {
             let cfg_path = dir.join("config.json");
@@ -79,7 +79,10 @@ impl ClipBundle {
         };
         check_vocab(&model, &tokenizer, dir)?;
         let s = model.config.vision.image_size as u32;
-        if preprocessor.output_size() != Some((s, s)) {
+        // without a crop the input is square only for square images: the model checks each one
+        let uncropped =
+            !preprocessor.do_center_crop && preprocessor.resize_to.is_none() && preprocessor.shortest_edge == s;
+        if preprocessor.output_size() != Some((s, s)) && !uncropped {
             return Err(Error::format(
                 dir,
                 format!(
@@ -101,6 +104,13 @@ impl ClipBundle {
 
 type Parts = (ClipModel, ClipTokenizer, ClipPreprocessor);
 
+/// An open_clip checkpoint: its config with its weights, or its config alone (LAION
+/// repositories hold both layouts; without open_clip weights the HF files are read).
+pub fn is_open_clip_dir(dir: &Path) -> bool {
+    dir.join("open_clip_config.json").is_file()
+        && (openclip::WEIGHT_FILES.iter().any(|f| dir.join(f).is_file()) || !dir.join("config.json").is_file())
+}
+
 fn first_file(dir: &Path, names: &[&str]) -> Result<PathBuf> {
     names
         .iter()
@@ -109,13 +119,13 @@ fn first_file(dir: &Path, names: &[&str]) -> Result<PathBuf> {
         .ok_or_else(|| Error::NotFound(format!("{}: none of {} is there", dir.display(), names.join(", "))))
 }
 
-/// `preprocessor_config.json` if present, else `default`.
-fn preprocessor_or(dir: &Path, default: ClipPreprocessor) -> Result<ClipPreprocessor> {
+/// `preprocessor_config.json` over the family's `defaults`, or the defaults alone.
+fn preprocessor_or(dir: &Path, defaults: ClipPreprocessor) -> Result<ClipPreprocessor> {
     let pp = dir.join("preprocessor_config.json");
     if pp.is_file() {
-        ClipPreprocessor::from_file(&pp)
+        ClipPreprocessor::from_file_with(&pp, defaults)
     } else {
-        Ok(default)
+        Ok(defaults)
     }
 }
 
@@ -178,7 +188,13 @@ fn load_hf_clip(dir: &Path, device: &Device) -> Result<Parts> {
     let weights = Weights::load(&first_file(dir, &["model.safetensors", "pytorch_model.bin"])?, device)?;
     let model = ClipModel::from_weights(config, &weights, device)?;
     let tokenizer = tokenizer_for(dir, Family::Clip, model.config.text.max_position_embeddings, None)?;
-    let pp = preprocessor_or(dir, ClipPreprocessor::for_image_size(model.config.vision.image_size as u32))?;
+    // CLIPImageProcessor's defaults for missing keys; the model's size without a file
+    let pp = dir.join("preprocessor_config.json");
+    let pp = if pp.is_file() {
+        ClipPreprocessor::from_file(&pp)?
+    } else {
+        ClipPreprocessor::for_image_size(model.config.vision.image_size as u32)
+    };
     Ok((model, tokenizer, pp))
 }
 

@@ -94,6 +94,7 @@ enum HeadTape {
 
 /// The suffix activations kept for [`Tower::suffix_backward`].
 pub struct SuffixTape {
+    layer: usize,
     blocks: Vec<BlockTape>,
     head: HeadTape,
     tokens: usize,
@@ -246,11 +247,15 @@ impl Tower {
                 (emb, HeadTape::Attention { ln, pool: pool_tape, proj })
             }
         };
-        Ok((emb, SuffixTape { blocks: tapes, head, tokens: t, pool, token_without_blocks }))
+        Ok((emb, SuffixTape { layer, blocks: tapes, head, tokens: t, pool, token_without_blocks }))
     }
 
     /// `d loss / d h` from `d loss / d embedding` (`[B, P]` → `[B, T, D]`).
     pub fn suffix_backward(&self, layer: usize, tape: &SuffixTape, demb: &Tensor) -> Result<Tensor> {
+        self.check_layer(layer)?;
+        if tape.layer != layer {
+            return Err(Error::invalid(format!("the tape was recorded from layer {}, not {layer}", tape.layer)));
+        }
         let blocks = &self.layers[layer + 1..];
         let mut g = match (&tape.head, &self.pooling) {
             (HeadTape::Token { ln, proj }, Pooling::Token) => {

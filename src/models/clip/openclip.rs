@@ -28,7 +28,8 @@ use std::path::{Path, PathBuf};
 pub const WEIGHT_FILES: [&str; 2] = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"];
 
 /// Tensor name fragments of open_clip / timm features this version does not implement.
-const UNSUPPORTED: [&str; 6] = [".ls_1.", ".ls_2.", ".ls1.", ".ls2.", "attn_pool", ".ln_inner."];
+const UNSUPPORTED: [&str; 10] =
+    [".ls_1.", ".ls_2.", ".ls1.", ".ls2.", "attn_pool", ".ln_inner.", ".ln_attn.", ".mlp.ln.", ".q_norm.", ".k_norm."];
 
 /// `open_clip_config.json`, the parts that matter here.
 pub struct OpenClipConfig {
@@ -97,8 +98,22 @@ impl OpenClipConfig {
         v.get(key).and_then(Value::as_str)
     }
 
-    /// A size the config states, checked against the one the tensors have.
+    /// A size the config states, checked against the one the tensors have (`[n, n]` counts as
+    /// `n`).
     fn check(&self, v: &Value, key: &str, actual: usize, tensor: &str) -> Result<()> {
+        if let Some(Value::Array(a)) = v.get(key) {
+            let n: Vec<f64> = a.iter().filter_map(Value::as_f64).collect();
+            if n.len() != a.len() || n.iter().any(|&x| x != actual as f64) {
+                return Err(Error::format(
+                    &self.path,
+                    format!(
+                        "\"{key}\" is {} but tensor '{tensor}' says {actual}: the config and the weights disagree",
+                        Value::Array(a.clone())
+                    ),
+                ));
+            }
+            return Ok(());
+        }
         if let Some(n) = self.num(v, key)? {
             if n as usize != actual || n < 0.0 {
                 return Err(Error::format(
@@ -157,7 +172,8 @@ impl OpenClipConfig {
 pub fn load_model(cfg: &OpenClipConfig, dir: &Path, w: &mut Weights, device: &Device) -> Result<ClipModel> {
     if let Some(name) = w.find_any("", &UNSUPPORTED) {
         return Err(Error::Unsupported(format!(
-            "{}: tensor '{name}' belongs to a feature this version does not implement (layer scale or attention pooling)",
+            "{}: tensor '{name}' belongs to a feature this version does not implement (layer scale, attention \
+             pooling, extra attention / MLP norms)",
             w.path().display()
         )));
     }
@@ -238,10 +254,10 @@ fn heads_for(width: usize, head_width: usize, what: &str, path: &Path) -> Result
 }
 
 /// A pre-norm block with open_clip names (`ln_1`, `attn.in_proj_weight`, `mlp.c_fc`, …).
-fn openai_block(w: &Weights, p: &str, d: usize, heads: usize, act: Activation) -> Result<Block> {
+fn openai_block(w: &Weights, p: &str, d: usize, heads: usize, act: Activation, eps: f64) -> Result<Block> {
     let inter = w.dims(&format!("{p}.mlp.c_fc.weight"), "the MLP")?[0];
     Ok(Block {
-        ln1: LayerNorm::load(w, &format!("{p}.ln_1"), d, 1e-5)?,
+        ln1: LayerNorm::load(w, &format!("{p}.ln_1"), d, eps)?,
         attn: Attention::new(
             Linear {
                 weight: w.get(&format!("{p}.attn.in_proj_weight"), &[3 * d, d])?,
@@ -250,7 +266,7 @@ fn openai_block(w: &Weights, p: &str, d: usize, heads: usize, act: Activation) -
             Linear::load(w, &format!("{p}.attn.out_proj"), d, d, true)?,
             heads,
         )?,
-        ln2: LayerNorm::load(w, &format!("{p}.ln_2"), d, 1e-5)?,
+        ln2: LayerNorm::load(w, &format!("{p}.ln_2"), d, eps)?,
         mlp: Mlp {
             fc1: Linear::load(w, &format!("{p}.mlp.c_fc"), d, inter, true)?,
             fc2: Linear::load(w, &format!("{p}.mlp.c_proj"), inter, d, true)?,
@@ -282,6 +298,21 @@ fn activation(cfg: &OpenClipConfig) -> Activation {
     }
 }
 
+/// The LayerNorm eps of a tower (`norm_kwargs.eps`, else PyTorch's 1e-5); `act_kwargs` (another
+/// activation) is not implemented.
+fn tower_eps(cfg: &OpenClipConfig, v: &Value) -> Result<f64> {
+    if v.get("act_kwargs").is_some_and(|a| !a.is_null()) {
+        return Err(Error::Unsupported(format!("{}: act_kwargs (only GELU / QuickGELU)", cfg.path.display())));
+    }
+    match v.get("norm_kwargs").and_then(|n| n.get("eps")) {
+        None | Some(Value::Null) => Ok(1e-5),
+        Some(e) => e
+            .as_f64()
+            .filter(|e| e.is_finite() && *e > 0.0)
+            .ok_or_else(|| Error::format(&cfg.path, format!("norm_kwargs.eps must be a positive number, got {e}"))),
+    }
+}
+
 fn check_pool(cfg: &OpenClipConfig, v: &Value, allowed: &[&str]) -> Result<Option<String>> {
     match cfg.string(v, "pool_type") {
         None => Ok(None),
@@ -303,7 +334,7 @@ fn openai_vision(cfg: &OpenClipConfig, w: &Weights) -> Result<Vision> {
     let (patch, d, p) = patch_embedding(w, "visual.conv1.weight", None)?;
     let pos = w.dims("visual.positional_embedding", "the vision positions")?;
     let g = grid_of(w, "visual.positional_embedding", pos[0], 1)?;
-    let layers = w.count_indexed("visual.transformer.resblocks.");
+    let layers = w.layer_count("visual.transformer.resblocks.")?;
     cfg.check(v, "width", d, "visual.conv1.weight")?;
     cfg.check(v, "patch_size", p, "visual.conv1.weight")?;
     cfg.check(v, "image_size", g * p, "visual.positional_embedding")?;
@@ -311,28 +342,29 @@ fn openai_vision(cfg: &OpenClipConfig, w: &Weights) -> Result<Vision> {
     let head_width = cfg.num(v, "head_width")?.map(|x| x as usize).unwrap_or(64);
     let heads = heads_for(d, head_width, "vision tower", w.path())?;
     let act = activation(cfg);
+    let eps = tower_eps(cfg, v)?;
     let blocks = (0..layers)
-        .map(|i| openai_block(w, &format!("visual.transformer.resblocks.{i}"), d, heads, act))
+        .map(|i| openai_block(w, &format!("visual.transformer.resblocks.{i}"), d, heads, act, eps))
         .collect::<Result<Vec<_>>>()?;
     let inter = blocks.first().map(|b| b.mlp.fc1.weight.dims()[0]).unwrap_or(0);
     let emb = VisionEmbeddings {
         patch,
         class: Some(w.get("visual.class_embedding", &[d])?),
         position: w.get("visual.positional_embedding", &[g * g + 1, d])?,
-        pre_ln: Some(LayerNorm::load(w, "visual.ln_pre", d, 1e-5)?),
+        pre_ln: Some(LayerNorm::load(w, "visual.ln_pre", d, eps)?),
         patch_size: p,
         grid: g,
     };
     let tower = Tower {
         modality: Modality::Vision,
         layers: blocks,
-        final_ln: Some(LayerNorm::load(w, "visual.ln_post", d, 1e-5)?),
+        final_ln: Some(LayerNorm::load(w, "visual.ln_post", d, eps)?),
         pooling: Pooling::Token,
         projection: matrix_projection(w, "visual.proj", d)?,
         causal: false,
     };
     let config = VisionConfig {
-        tower: tower_config(d, inter, layers, heads, 1e-5, act),
+        tower: tower_config(d, inter, layers, heads, eps, act),
         image_size: g * p,
         patch_size: p,
         num_channels: 3,
@@ -354,8 +386,8 @@ fn tower_config(d: usize, inter: usize, layers: usize, heads: usize, eps: f64, a
 
 fn openai_text(cfg: &OpenClipConfig, w: &Weights) -> Result<Text> {
     let t = cfg.text();
-    let pool = match check_pool(cfg, t, &["argmax", "last", "first"])?.as_deref() {
-        Some("last") => TextPool::Last,
+    // ("last" reads the position of the padded context; ibex does not pad open_clip captions)
+    let pool = match check_pool(cfg, t, &["argmax", "first"])?.as_deref() {
         Some("first") => TextPool::First,
         _ => TextPool::Argmax,
     };
@@ -365,21 +397,20 @@ fn openai_text(cfg: &OpenClipConfig, w: &Weights) -> Result<Text> {
     let tok = w.dims("token_embedding.weight", "the token embedding")?;
     let (vocab, d) = (tok[0], *tok.get(1).unwrap_or(&0));
     let ctx = w.dims("positional_embedding", "the text positions")?[0];
-    let layers = w.count_indexed("transformer.resblocks.");
+    let layers = w.layer_count("transformer.resblocks.")?;
     cfg.check(t, "vocab_size", vocab, "token_embedding.weight")?;
     cfg.check(t, "width", d, "token_embedding.weight")?;
     cfg.check(t, "context_length", ctx, "positional_embedding")?;
     cfg.check(t, "layers", layers, "transformer.resblocks.*")?;
-    let heads = match cfg.num(t, "heads")? {
-        Some(h) => h as usize,
-        None => heads_for(d, 64, "text tower", w.path())?,
-    };
+    // open_clip's CLIPTextCfg default
+    let heads = cfg.num(t, "heads")?.map(|h| h as usize).unwrap_or(8);
     if heads == 0 || d % heads != 0 {
         return Err(Error::format(&cfg.path, format!("text_cfg.heads {heads} does not divide the width {d}")));
     }
     let act = activation(cfg);
+    let eps = tower_eps(cfg, t)?;
     let blocks = (0..layers)
-        .map(|i| openai_block(w, &format!("transformer.resblocks.{i}"), d, heads, act))
+        .map(|i| openai_block(w, &format!("transformer.resblocks.{i}"), d, heads, act, eps))
         .collect::<Result<Vec<_>>>()?;
     let inter = blocks.first().map(|b| b.mlp.fc1.weight.dims()[0]).unwrap_or(0);
     let emb = TextEmbeddings {
@@ -391,13 +422,13 @@ fn openai_text(cfg: &OpenClipConfig, w: &Weights) -> Result<Text> {
     let tower = Tower {
         modality: Modality::Text,
         layers: blocks,
-        final_ln: Some(LayerNorm::load(w, "ln_final", d, 1e-5)?),
+        final_ln: Some(LayerNorm::load(w, "ln_final", d, eps)?),
         pooling: Pooling::Token,
         projection: matrix_projection(w, "text_projection", d)?,
-        causal: true,
+        causal: !t.get("no_causal_mask").and_then(Value::as_bool).unwrap_or(false),
     };
     let config = TextConfig {
-        tower: tower_config(d, inter, layers, heads, 1e-5, act),
+        tower: tower_config(d, inter, layers, heads, eps, act),
         vocab_size: vocab,
         max_position_embeddings: ctx,
         pool,
@@ -433,7 +464,7 @@ fn timm_vision(cfg: &OpenClipConfig, w: &Weights) -> Result<Vision> {
     }
     let g = grid_of(w, &format!("{tr}.pos_embed"), pos[1], 1)?;
     cfg.check(v, "image_size", g * p, &format!("{tr}.pos_embed"))?;
-    let layers = w.count_indexed(&format!("{tr}.blocks."));
+    let layers = w.layer_count(&format!("{tr}.blocks."))?;
     let heads = heads_for(d, 64, "vision tower", w.path())?;
     let eps = 1e-6;
     let blocks = (0..layers)
@@ -574,7 +605,7 @@ fn bert_text(cfg: &OpenClipConfig, dir: &Path, w: &mut Weights) -> Result<Text> 
     if heads == 0 || d % heads != 0 {
         return Err(Error::format(w.path(), format!("BERT num_attention_heads {heads} does not divide the width {d}")));
     }
-    let layers = w.count_indexed("text.transformer.encoder.layer.");
+    let layers = w.layer_count("text.transformer.encoder.layer.")?;
     let eps = settings.eps;
     let blocks = (0..layers)
         .map(|i| {
@@ -608,7 +639,8 @@ fn bert_text(cfg: &OpenClipConfig, dir: &Path, w: &mut Weights) -> Result<Text> 
         token_type: Some(w.get(&format!("{e}.token_type_embeddings.weight"), &token_type)?.get(0)?),
         ln: Some(LayerNorm::load(w, &format!("{e}.LayerNorm"), d, eps)?),
     };
-    let projection = match cfg.string(t, "hf_proj_type").unwrap_or("linear") {
+    // open_clip's default for Hugging Face text towers
+    let projection = match cfg.string(t, "hf_proj_type").unwrap_or("mlp") {
         "mlp" => {
             let hidden = w.dims("text.proj.0.weight", "the text projection")?[0];
             let out = w.dims("text.proj.2.weight", "the text projection")?[0];

@@ -119,6 +119,28 @@ fn fields(
     Ok(())
 }
 
+/// The normaliser's precompiled charsmap, checked before and after parsing: the header's trie
+/// size must fit the buffer (the parser would reserve memory by it first), and the result must
+/// normalise a probe text without panicking (a malformed trie indexes out of bounds).
+fn checked_charsmap(map: &[u8]) -> std::result::Result<Precompiled, String> {
+    let size = map.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    match size {
+        Some(n) if n % 4 == 0 && n <= map.len() - 4 => {}
+        _ => return Err("precompiled_charsmap: corrupt header".into()),
+    }
+    let parse = |m: &[u8]| Precompiled::from(m).map_err(|e| format!("precompiled_charsmap: {e}"));
+    let probe = parse(map)?;
+    let ok = std::panic::catch_unwind(move || {
+        use tokenizers::{NormalizedString, Normalizer};
+        let mut text = NormalizedString::from("Probe ÀÉ ﬁ ①２ text\u{3000}…\t“x”");
+        probe.normalize(&mut text).is_ok()
+    });
+    match ok {
+        Ok(true) => parse(map),
+        _ => Err("precompiled_charsmap: corrupt trie".into()),
+    }
+}
+
 /// Protobuf's int32 as a varint (negative values are sign-extended to 64 bits).
 fn int32(v: u64) -> i64 {
     v as i64 as i32 as i64
@@ -228,9 +250,7 @@ impl SpModel {
         let mut tok = Tokenizer::new(model);
         let mut norms: Vec<NormalizerWrapper> = Vec::new();
         if !self.precompiled_charsmap.is_empty() {
-            let pc =
-                Precompiled::from(&self.precompiled_charsmap).map_err(|e| bad(format!("precompiled_charsmap: {e}")))?;
-            norms.push(NormalizerWrapper::Precompiled(pc));
+            norms.push(NormalizerWrapper::Precompiled(checked_charsmap(&self.precompiled_charsmap).map_err(bad)?));
         }
         if self.remove_extra_whitespaces {
             norms.push(NormalizerWrapper::StripNormalizer(Strip::new(true, true)));

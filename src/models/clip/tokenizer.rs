@@ -132,6 +132,11 @@ impl ClipTokenizer {
         if caption.trim().is_empty() {
             return Err(Error::invalid("the caption is empty"));
         }
+        if clean(caption, self.clean).trim().is_empty() {
+            return Err(Error::invalid(format!(
+                "the caption {caption:?} is empty once cleaned as the model's tokenizer does (punctuation, entities)"
+            )));
+        }
         let mut ids = self.raw_ids(caption)?;
         if ids.len() > self.max_len {
             return Err(Error::invalid(format!(
