@@ -233,11 +233,7 @@ pub fn tune(
                 target: text_unit.clone(),
             };
             for (bi, &beta) in settings.betas.iter().enumerate() {
-                let mut bs = settings.base.bottleneck.clone();
-                bs.beta = beta;
-                let mut noise = SeededNoise::new(settings.base.seed, 0);
-                let out = bottleneck::optimise(&hv, &bs, &Mask::default(), &obj, &mut noise, &mut counter)?;
-                let vtok = out.capacity.sum(D::Minus1)?.to_vec1::<f32>()?;
+                let vtok = capacity_per_token(&hv, settings, beta, &obj, 0, &mut counter)?;
                 let grid = Heatmap::new(g, g, vtok[model.vision_prefix_tokens()..].to_vec())?;
                 let map = grid.upsample_bilinear(w, h).normalized()?;
                 let morf = perturbation_curve(&pre.pixel_values, 3, w, h, &map, Order::MoRF, &curve, &mut cosine)?;
@@ -259,11 +255,7 @@ pub fn tune(
             prefix_passes += 1;
             let obj = CosineToTarget { tower: &model.text, layer: lt, pool, target: image_unit.clone() };
             for (bi, &beta) in settings.betas.iter().enumerate() {
-                let mut bs = settings.base.bottleneck.clone();
-                bs.beta = beta;
-                let mut noise = SeededNoise::new(settings.base.seed, 1);
-                let out = bottleneck::optimise(&ht, &bs, &Mask::default(), &obj, &mut noise, &mut counter)?;
-                let cap = out.capacity.sum(D::Minus1)?.to_vec1::<f32>()?;
+                let cap = capacity_per_token(&ht, settings, beta, &obj, 1, &mut counter)?;
                 let c = confidence(full, weighted_text_cosine(model, &temb, &cap, pool, &image_unit)?)?;
                 confid_t[li][bi].push(c);
             }
@@ -319,6 +311,23 @@ pub fn tune(
         }
     }
     Ok(TuneReport { candidates, best, pairs: pairs.len(), prefix_passes, score_name: SCORE_NAME, image_maps })
+}
+
+/// One M2IB bottleneck at `beta` on the frozen prefix `h` (noise stream `run`: 0 vision, 1
+/// text, as M2IB draws it for a single caption): capacity per token, nats.
+fn capacity_per_token(
+    h: &Tensor,
+    settings: &TuneSettings,
+    beta: f64,
+    objective: &CosineToTarget<'_>,
+    run: u64,
+    counter: &mut StepCounter<'_, '_>,
+) -> Result<Vec<f32>> {
+    let mut bs = settings.base.bottleneck.clone();
+    bs.beta = beta;
+    let mut noise = SeededNoise::new(settings.base.seed, run);
+    let out = bottleneck::optimise(h, &bs, &Mask::default(), objective, &mut noise, counter)?;
+    Ok(out.capacity.sum(D::Minus1)?.to_vec1::<f32>()?)
 }
 
 /// The cosine with the image when the text tower's input embeddings are weighted per token by

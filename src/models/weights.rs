@@ -132,8 +132,9 @@ impl Weights {
     /// The number of layers `{prefix}0.` … `{prefix}{n-1}.` of a checkpoint: an error naming
     /// the prefix when there are none, or when the numbering has a gap (a missing layer).
     pub fn layer_count(&self, prefix: &str) -> Result<usize> {
-        let n = self.count_indexed(prefix);
-        let max = self.indices(prefix).last().copied();
+        let seen = self.indices(prefix);
+        let n = (0..).take_while(|i| seen.contains(i)).count();
+        let max = seen.last().copied();
         match max {
             None => Err(Error::format(&self.path, format!("no layers '{prefix}N.*' in the checkpoint"))),
             Some(m) if m + 1 != n => Err(Error::format(
@@ -156,22 +157,6 @@ impl Weights {
             }
         }
         seen
-    }
-
-    /// How many numbered sub-modules `{prefix}0.`, `{prefix}1.`, … exist (counting stops at
-    /// the first missing index).
-    pub fn count_indexed(&self, prefix: &str) -> usize {
-        let mut seen = std::collections::BTreeSet::new();
-        for n in self.tensors.keys() {
-            if let Some(rest) = n.strip_prefix(prefix) {
-                if let Some((i, _)) = rest.split_once('.') {
-                    if let Ok(i) = i.parse::<usize>() {
-                        seen.insert(i);
-                    }
-                }
-            }
-        }
-        (0..).take_while(|i| seen.contains(i)).count()
     }
 
     /// The first tensor name that starts with `prefix` and contains any of `parts`: a
