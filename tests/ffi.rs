@@ -359,7 +359,7 @@ fn log_callback_receives_messages() {
     let seen = SEEN.lock().unwrap();
     assert!(
         seen.iter()
-            .any(|(l, m)| *l == IBEX_LOG_INFO && m.contains("loaded clip model") && m.contains("8x8 patch grid")),
+            .any(|(l, m)| *l == IBEX_LOG_INFO && m.contains("loaded CLIP model") && m.contains("8x8 patch grid")),
         "{seen:?}"
     );
     assert!(seen.iter().all(|(l, _)| *l <= IBEX_LOG_INFO), "debug messages filtered out: {seen:?}");

@@ -344,7 +344,6 @@ impl M2ib {
         let mut config = self.config.clone();
         config.vision_layer = Some(lv);
         config.text_layer = Some(lt);
-        let grid = model.config.vision.grid() as u32;
         let mut counter =
             StepCounter { control, done: 0, total: self.total_steps(captions.len()) * images.len() as u32 };
         let mut results = Vec::with_capacity(images.len());
@@ -360,8 +359,7 @@ impl M2ib {
             let mut out = Vec::with_capacity(raw.len());
             for ((r, tok), caption) in raw.into_iter().zip(&tokens).zip(captions) {
                 let vtok = r.vision_capacity.sum(D::Minus1)?.to_vec1::<f32>()?;
-                // patch tokens only (CLIP-style towers put a CLS token first, SigLIP's has none)
-                let image_capacity = Heatmap::new(grid, grid, vtok[model.vision_prefix_tokens()..].to_vec())?;
+                let image_capacity = model.patch_map(&vtok)?;
                 let image_map = image_capacity.upsample_bilinear(pre.width, pre.height).normalized()?;
                 let text_capacity = r.text_capacity.sum(D::Minus1)?.to_vec1::<f32>()?;
                 let text_scores =

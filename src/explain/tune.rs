@@ -200,7 +200,6 @@ pub fn tune(
     let mut confid_v = vec![vec![Vec::with_capacity(pairs.len()); nb]; settings.vision_layers.len()];
     let mut confid_t = vec![vec![Vec::with_capacity(pairs.len()); nb]; settings.text_layers.len()];
     let mut prefix_passes = 0;
-    let g = model.config.vision.grid() as u32;
     let patch = model.config.vision.patch_size as u32;
     let curve = CurveSettings { tile: patch, steps: settings.curve_steps, batch: settings.curve_steps as usize + 1 };
     for (pi, pair) in pairs.iter().enumerate() {
@@ -234,7 +233,7 @@ pub fn tune(
             };
             for (bi, &beta) in settings.betas.iter().enumerate() {
                 let vtok = capacity_per_token(&hv, settings, beta, &obj, 0, &mut counter)?;
-                let grid = Heatmap::new(g, g, vtok[model.vision_prefix_tokens()..].to_vec())?;
+                let grid = model.patch_map(&vtok)?;
                 let map = grid.upsample_bilinear(w, h).normalized()?;
                 let morf = perturbation_curve(&pre.pixel_values, 3, w, h, &map, Order::MoRF, &curve, &mut cosine)?;
                 let lerf = perturbation_curve(&pre.pixel_values, 3, w, h, &map, Order::LeRF, &curve, &mut cosine)?;

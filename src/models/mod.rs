@@ -45,7 +45,8 @@ impl Model {
                     )));
                 }
                 log::info!(
-                    "loaded {family} model {} ({} vision / {} text layers, {}x{} patch grid) on {}",
+                    "loaded {} model {} ({} vision / {} text layers, {}x{} patch grid) on {}",
+                    b.model.config.family.display_name(),
                     dir.display(),
                     b.model.vision.depth(),
                     b.model.text.depth(),

@@ -42,6 +42,17 @@ pub enum Family {
 }
 
 impl Family {
+    /// The family's usual name, for messages (`"CLIP"`, `"open_clip"`, `"SigLIP"`,
+    /// `"BiomedCLIP"`).
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Family::Clip => "CLIP",
+            Family::OpenClip => "open_clip",
+            Family::Siglip => "SigLIP",
+            Family::BiomedClip => "BiomedCLIP",
+        }
+    }
+
     /// The model kind string (`Model::load`, `ibex_model_load`, `model.kind`).
     pub fn kind(self) -> &'static str {
         match self {

@@ -368,6 +368,14 @@ impl ClipModel {
         self.vision_embeddings.class.is_some() as usize
     }
 
+    /// Per-token values of the vision sequence (`[tokens]`) as a map on the patch grid (the
+    /// CLS token, where there is one, dropped).
+    pub fn patch_map(&self, per_token: &[f32]) -> Result<crate::imaging::heatmap::Heatmap> {
+        let g = self.config.vision.grid() as u32;
+        let patches = per_token.get(self.vision_prefix_tokens()..).unwrap_or(&[]);
+        crate::imaging::heatmap::Heatmap::new(g, g, patches.to_vec())
+    }
+
     /// The vision token the embedding is read from (the CLS token; unused by attention pooling).
     pub fn vision_pool_index(&self) -> usize {
         0

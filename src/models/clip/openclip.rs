@@ -534,19 +534,15 @@ struct BertSettings {
 fn bert_settings(dir: &Path, hub_name: Option<&str>) -> Result<BertSettings> {
     let mut candidates = vec![dir.join("bert_config.json"), dir.join("text_config.json")];
     if let Some(name) = hub_name {
-        let cache = std::env::var_os("HF_HUB_CACHE").map(PathBuf::from).or_else(|| {
-            std::env::var_os("HF_HOME")
-                .map(|h| PathBuf::from(h).join("hub"))
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub")))
-        });
-        if let Some(cache) = cache {
-            let snaps = cache.join(format!("models--{}", name.replace('/', "--"))).join("snapshots");
-            if let Ok(rd) = std::fs::read_dir(&snaps) {
-                let mut found: Vec<PathBuf> =
-                    rd.filter_map(|e| e.ok()).map(|e| e.path().join("config.json")).filter(|p| p.is_file()).collect();
-                found.sort();
-                candidates.extend(found);
-            }
+        // the snapshot `refs/main` names, else any snapshot (in name order)
+        let repo = crate::hub::hf_cache_dir().join(format!("models--{}", name.replace('/', "--")));
+        if let Ok(rev) = std::fs::read_to_string(repo.join("refs").join("main")) {
+            candidates.push(repo.join("snapshots").join(rev.trim()).join("config.json"));
+        }
+        if let Ok(rd) = std::fs::read_dir(repo.join("snapshots")) {
+            let mut found: Vec<PathBuf> = rd.filter_map(|e| e.ok()).map(|e| e.path().join("config.json")).collect();
+            found.sort();
+            candidates.extend(found);
         }
     }
     for path in candidates.into_iter().filter(|p| p.is_file()) {
