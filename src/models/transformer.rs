@@ -185,6 +185,16 @@ impl Attention {
         Attention::new(qkv, out_proj, heads)
     }
 
+    /// PyTorch's `nn.MultiheadAttention` under `prefix` (`in_proj_weight`, `in_proj_bias`,
+    /// `out_proj`): open_clip's blocks and SigLIP's pooling head.
+    pub fn load_torch(w: &Weights, prefix: &str, d: usize, heads: usize) -> Result<Self> {
+        let qkv = Linear {
+            weight: w.get(&format!("{prefix}.in_proj_weight"), &[3 * d, d])?,
+            bias: Some(w.get(&format!("{prefix}.in_proj_bias"), &[3 * d])?),
+        };
+        Attention::new(qkv, Linear::load(w, &format!("{prefix}.out_proj"), d, d, true)?, heads)
+    }
+
     /// From a fused `[3D, D]` projection (open_clip's `in_proj_weight`, timm's `qkv`).
     pub fn new(qkv: Linear, out_proj: Linear, heads: usize) -> Result<Self> {
         let d = out_proj.weight.dim(0)?;

@@ -258,14 +258,7 @@ fn openai_block(w: &Weights, p: &str, d: usize, heads: usize, act: Activation, e
     let inter = w.dims(&format!("{p}.mlp.c_fc.weight"), "the MLP")?[0];
     Ok(Block {
         ln1: LayerNorm::load(w, &format!("{p}.ln_1"), d, eps)?,
-        attn: Attention::new(
-            Linear {
-                weight: w.get(&format!("{p}.attn.in_proj_weight"), &[3 * d, d])?,
-                bias: Some(w.get(&format!("{p}.attn.in_proj_bias"), &[3 * d])?),
-            },
-            Linear::load(w, &format!("{p}.attn.out_proj"), d, d, true)?,
-            heads,
-        )?,
+        attn: Attention::load_torch(w, &format!("{p}.attn"), d, heads)?,
         ln2: LayerNorm::load(w, &format!("{p}.ln_2"), d, eps)?,
         mlp: Mlp {
             fc1: Linear::load(w, &format!("{p}.mlp.c_fc"), d, inter, true)?,

@@ -94,14 +94,7 @@ pub fn from_weights(config: ClipConfig, w: &Weights, device: &Device) -> Result<
     let heads = vc.tower.num_attention_heads;
     let pool = AttentionPool {
         probe: w.get(&format!("{h}.probe"), &[1, 1, dv])?.reshape(dv)?,
-        attn: Attention::new(
-            Linear {
-                weight: w.get(&format!("{h}.attention.in_proj_weight"), &[3 * dv, dv])?,
-                bias: Some(w.get(&format!("{h}.attention.in_proj_bias"), &[3 * dv])?),
-            },
-            Linear::load(w, &format!("{h}.attention.out_proj"), dv, dv, true)?,
-            heads,
-        )?,
+        attn: Attention::load_torch(w, &format!("{h}.attention"), dv, heads)?,
         ln: LayerNorm::load(w, &format!("{h}.layernorm"), dv, vc.tower.layer_norm_eps)?,
         mlp: Mlp {
             fc1: Linear::load(w, &format!("{h}.mlp.fc1"), dv, vc.tower.intermediate_size, true)?,
